@@ -1,0 +1,1 @@
+from .io import OutputError, atomic_path, atomic_write_json, atomic_write_text
