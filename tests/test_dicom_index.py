@@ -1,0 +1,383 @@
+"""The DICOM folder indexer on the 40 real files of ../shared/data/dicom, on broken files, and its header cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from monai_modan.data import dicom_index
+from monai_modan.data.dicom_index import DicomIndexError, index_dicom_folder
+from monai_modan.labels import LabelSpace
+
+PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # shipped in the pydicom wheel
+
+# Read by hand from each header (pydicom, see /work/shared/data/README.md), labelled by the rules of the shipped YAML:
+# relative path -> (modality, anatomy, anatomy source tag). Modality always comes from "Modality" (CR -> XR).
+EXPECTED = {
+    "pydicom_data/693_UNCR.dcm": ("CT", None, None),  # SeriesDescription "5/5mm Plain" only
+    "pydicom_data/JPEG2000_UNC.dcm": ("NM", "whole_body", "BodyPartExamined"),  # WHOLE BODY
+    "pydicom_data/JPGLosslessP14SV1_1s_1f_8b.dcm": ("US", None, None),  # descriptions empty
+    "pydicom_data/MR2_UNCR.dcm": ("MR", "shoulder", "StudyDescription"),  # StudyDescription SHOULDER
+    "pydicom_data/OBXXXX1A.dcm": ("US", None, None),  # no anatomy tag at all
+    "pydicom_data/RG1_J2KI.dcm": ("XR", "chest", "BodyPartExamined"),  # CR, CHEST
+    "pydicom_data/RG3_J2KR.dcm": ("XR", "lower_limb", "StudyDescription"),  # EXTREMITY -> "...distal tibia"
+    "pydicom_data/US1_UNCR.dcm": ("US", None, None),
+    "pydicom_data/bad_sequence.dcm": ("CT", "neck", "BodyPartExamined"),  # NECK; the UN-encoded SQ is not read
+    "pydicom_data/color-pl.dcm": ("US", "heart", "StudyDescription"),  # "Echocardiogram"
+    "pydicom_data/eCT_Supplemental.dcm": ("CT", "head", "AnatomicRegionSequence"),  # shared FG: SNM3 T-A0100 Brain
+    "pydicom_data/emri_small.dcm": ("MR", "head", "BodyPartExamined"),  # HEAD
+    "pydicom_data/explicit_VR-UN.dcm": ("CT", "abdomen", "BodyPartExamined"),  # PANCREAS
+    "pydicom_data/gdcm-US-ALOKA-16.dcm": ("US", None, None),
+    "pydicom_test_files/CT_small.dcm": ("CT", None, None),  # StudyDescription "e+1"
+    "pydicom_test_files/ExplVR_BigEnd.dcm": ("US", None, None),
+    "pydicom_test_files/J2K_pixelrep_mismatch.dcm": ("CT", "head", "BodyPartExamined"),  # HEAD
+    "pydicom_test_files/JPGExtended.dcm": ("NM", "whole_body", "BodyPartExamined"),  # WHOLE BODY
+    "pydicom_test_files/MR_small.dcm": ("MR", None, None),
+    "pydicom_test_files/MR_small_RLE.dcm": ("MR", None, None),
+    "pydicom_test_files/MR_small_bigendian.dcm": ("MR", None, None),
+    "pydicom_test_files/MR_small_implicit.dcm": ("MR", None, None),
+    "pydicom_test_files/MR_small_jp2klossless.dcm": ("MR", None, None),
+    "pydicom_test_files/MR_small_jpeg_ls_lossless.dcm": ("MR", None, None),
+    "pydicom_test_files/dicomdirtests/77654033/CR1/6154": ("XR", "spine", "BodyPartExamined"),  # CSPINE
+    "pydicom_test_files/dicomdirtests/77654033/CR2/6247": ("XR", "spine", "BodyPartExamined"),
+    "pydicom_test_files/dicomdirtests/77654033/CR3/6278": ("XR", "spine", "BodyPartExamined"),
+    "pydicom_test_files/dicomdirtests/77654033/CT2/17106": ("CT", "head", "BodyPartExamined"),  # HEAD
+    "pydicom_test_files/dicomdirtests/77654033/CT2/17136": ("CT", "head", "BodyPartExamined"),
+    "pydicom_test_files/dicomdirtests/77654033/CT2/17166": ("CT", "head", "BodyPartExamined"),
+    "pydicom_test_files/dicomdirtests/77654033/CT2/17196": ("CT", "head", "BodyPartExamined"),
+    "pydicom_test_files/dicomdirtests/98892001/CT2N/6293": ("CT", None, None),  # "Scout"
+    "pydicom_test_files/dicomdirtests/98892001/CT2N/6924": ("CT", None, None),
+    "pydicom_test_files/dicomdirtests/98892001/CT5N/2062": ("CT", "heart", "SeriesDescription"),  # "SmartScore - Gated 0.5 sec"
+    "pydicom_test_files/dicomdirtests/98892001/CT5N/2392": ("CT", "heart", "SeriesDescription"),
+    "pydicom_test_files/dicomdirtests/98892001/CT5N/2693": ("CT", "heart", "SeriesDescription"),
+    "pydicom_test_files/dicomdirtests/98892001/CT5N/3023": ("CT", "heart", "SeriesDescription"),
+    "pydicom_test_files/dicomdirtests/98892001/CT5N/3353": ("CT", "heart", "SeriesDescription"),
+    "pydicom_test_files/examples_overlay.dcm": ("MR", "abdomen", "BodyPartExamined"),  # ABDOMEN
+    "pydicom_test_files/examples_ybr_color.dcm": ("US", None, None),
+}
+MULTI_FRAME = {"pydicom_data/eCT_Supplemental.dcm": 2, "pydicom_data/emri_small.dcm": 10,
+               "pydicom_test_files/examples_ybr_color.dcm": 30}
+EXPECTED_UNMAPPED = {
+    ("anatomy", "SeriesDescription"): {"Scout": 2, "5/5mm Plain": 1},
+    ("anatomy", "BodyPartExamined"): {"EXTREMITY": 1},
+    ("anatomy", "StudyDescription"): {"e+1": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def space() -> LabelSpace:
+    return LabelSpace.default()
+
+
+@pytest.fixture(scope="module")
+def real_index(dicom_dir, space, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache") / "headers.json"
+    return index_dicom_folder(dicom_dir, space, workers=0, cache=cache, progress=False), cache
+
+
+def relative(result, path: str) -> str:
+    return Path(path).relative_to(result.root).as_posix()
+
+
+def write_dicom(path: Path, sop_class, *, pixels: bool = True, **elements) -> Path:
+    """A small valid DICOM file written with pydicom (8x8 uint8 image when ``pixels``)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    if pixels:
+        ds.Rows = ds.Columns = 8
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = bytes(range(64))
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- real files
+def test_real_export_labels_match_the_hand_table(real_index):
+    result, _ = real_index
+    got = {relative(result, r.image): (r.labels["modality"], r.labels["anatomy"], r.label_sources["anatomy"])
+           for r in result.records}
+    assert got == EXPECTED
+    assert all(r.label_sources["modality"] == "Modality" for r in result.records)
+    assert [relative(result, r.image) for r in result.records] == sorted(EXPECTED)  # deterministic order
+    assert [(relative(result, s.path), s.reason) for s in result.skipped] == [("dicom_index.csv", "not DICOM")]
+
+
+def test_real_export_geometry_and_multi_frame_policy(real_index):
+    result, _ = real_index
+    by_path = {relative(result, r.image): r for r in result.records}
+    for rel, record in by_path.items():
+        assert record.extra["frames"] == MULTI_FRAME.get(rel, 1), rel
+        assert record.extra["source"] == "dicom"
+        assert Path(record.image).is_absolute()
+    assert by_path["pydicom_data/RG1_J2KI.dcm"].extra == {
+        "frames": 1, "rows": 1955, "columns": 1841, "photometric": "MONOCHROME1",
+        "transfer_syntax": "JPEG 2000 Image Compression", "source": "dicom"}
+    assert by_path["pydicom_test_files/examples_ybr_color.dcm"].extra["photometric"] == "YBR_FULL_422"
+    assert by_path["pydicom_test_files/MR_small_bigendian.dcm"].extra["transfer_syntax"] == "Explicit VR Big Endian"
+
+
+def test_real_export_unmapped_values_are_counted(real_index):
+    result, _ = real_index
+    assert {k: dict(v) for k, v in result.unmapped.items()} == EXPECTED_UNMAPPED
+
+
+def test_parallel_equals_serial(dicom_dir, space, real_index):
+    serial, _ = real_index
+    parallel = index_dicom_folder(dicom_dir, space, workers=2, progress=False)
+    assert [r.to_item(space) for r in parallel.records] == [r.to_item(space) for r in serial.records]
+    assert parallel.skipped == serial.skipped
+    assert parallel.unmapped == serial.unmapped
+    assert (parallel.files_read, parallel.files_cached) == (41, 0)
+
+
+def _identifiers(path: Path) -> set[str]:
+    """PatientName (and components), PatientID, AccessionNumber, PatientBirthDate of one file, 3+ characters
+    (shorter values such as AccessionNumber "2" occur in any text and cannot be checked meaningfully)."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    values = {str(ds.get(k) or "") for k in ("PatientName", "PatientID", "AccessionNumber", "PatientBirthDate")}
+    values |= set(str(ds.get("PatientName") or "").split("^"))
+    return {v.strip() for v in values if len(v.strip()) >= 3}
+
+
+def _strings(obj, skip_keys=("image", "path")) -> list[str]:
+    """Every string in a JSON-like object except file paths (exports laid out by patient ID carry it in paths)."""
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() if k not in skip_keys for s in _strings(v, skip_keys)]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _strings(v, skip_keys)]
+    return []
+
+
+def test_no_identifying_value_in_result_or_cache(dicom_dir, space, real_index):
+    result, cache = real_index
+    cache_data = json.loads(cache.read_text(encoding="utf-8"))
+    dumped = json.loads(json.dumps({
+        "records": [r.to_item(space) for r in result.records],
+        "skipped": [dataclasses.asdict(s) for s in result.skipped],
+        "unmapped": [[g, t, dict(c)] for (g, t), c in result.unmapped.items()],
+        "notes": result.notes,
+    }))
+    everything = _strings(dumped) + [k for (g, t), c in result.unmapped.items() for k in c]
+    cached_text = _strings({k: v for k, v in cache_data.items() if k != "files"}) + _strings(list(cache_data["files"].values()))
+    all_ids = set()
+    for rel in EXPECTED:
+        ids = _identifiers(dicom_dir / rel)
+        all_ids |= ids
+        own = _strings(next(r.to_item(space) for r in result.records if relative(result, r.image) == rel))
+        own += _strings(cache_data["files"][rel])
+        leaks = [(i, s) for i in ids for s in own if i.lower() in s.lower()]
+        assert leaks == [], rel
+    assert len(all_ids) > 30
+    leaks = [(i, s) for i in all_ids for s in everything + cached_text if i in s]
+    assert leaks == []
+
+
+def test_header_values_in_the_cache_are_only_the_label_space_tags(real_index, space):
+    _, cache = real_index
+    data = json.loads(cache.read_text(encoding="utf-8"))
+    assert data["tags"] == sorted(["Modality", "AnatomicRegionSequence", "BodyPartExamined", "StudyDescription",
+                                   "SeriesDescription", "ProtocolName"])
+    assert set(data["files"]) == set(EXPECTED) | {"dicom_index.csv"}
+    for rel, entry in data["files"].items():
+        if "values" in entry:
+            assert set(entry["values"]) <= set(data["tags"]), rel
+    assert data["files"]["pydicom_data/RG3_J2KR.dcm"]["values"] == {
+        "Modality": "CR", "BodyPartExamined": "EXTREMITY", "StudyDescription": "Non-ossifying fibroma of distal tibia"}
+
+
+# --------------------------------------------------------------------------------------------------- bad inputs
+def test_broken_and_foreign_files_are_skipped_with_reasons(tmp_path, dicom_dir, space):
+    export = tmp_path / "export"
+    (export / "series").mkdir(parents=True)
+    ct = (dicom_dir / "pydicom_test_files/CT_small.dcm").read_bytes()  # native pixels start at byte 6288
+    jpeg = (dicom_dir / "pydicom_test_files/examples_ybr_color.dcm").read_bytes()  # encapsulated, 30 frames
+    (export / "series/ct_half").write_bytes(ct[: len(ct) // 2])
+    (export / "series/ct_cut_in_header").write_bytes(ct[:5000])
+    (export / "series/jpeg_cut").write_bytes(jpeg[: int(len(jpeg) * 0.6)])
+    shutil.copy(dicom_dir / "pydicom_test_files/CT_small.dcm", export / "series/ct_ok")
+    shutil.copy(PYDICOM_TEST_FILES / "MR_truncated.dcm", export / "MR_truncated.dcm")  # real truncated file
+    shutil.copy(PYDICOM_TEST_FILES / "rtstruct.dcm", export / "rtstruct.dcm")  # real RTSTRUCT without preamble
+    (export / "notes.txt").write_text("Patient list: not an image\n", encoding="utf-8")
+    (export / "empty.dcm").write_bytes(b"")
+    (export / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (export / "DICOMDIR").write_bytes(ct[:200])
+    write_dicom(export / "report.dcm", pydicom.uid.ComprehensiveSRStorage, pixels=False, Modality="SR")
+    write_dicom(export / "key_objects", pydicom.uid.KeyObjectSelectionDocumentStorage, pixels=False, Modality="KO")
+    write_dicom(export / "no_pixels.dcm", pydicom.uid.CTImageStorage, pixels=False, Modality="CT")
+    write_dicom(export / "series/tiny.dcm", pydicom.uid.CTImageStorage, Modality="CT", BodyPartExamined="KNEE")
+
+    result = index_dicom_folder(export, space, workers=0, progress=False)
+    reasons = {relative(result, s.path): s.reason for s in result.skipped}
+    assert reasons == {
+        ".DS_Store": "hidden file",
+        "DICOMDIR": "DICOMDIR",
+        "empty.dcm": "empty file",
+        "notes.txt": "not DICOM",
+        "MR_truncated.dcm": "truncated file",
+        "series/ct_half": "truncated file",
+        "series/ct_cut_in_header": "truncated file",
+        "series/jpeg_cut": "truncated file",
+        "rtstruct.dcm": "non-image object (RTSTRUCT)",
+        "report.dcm": "non-image object (SR)",
+        "key_objects": "non-image object (KO)",
+        "no_pixels.dcm": "no pixel data",
+    }
+    details = {relative(result, s.path): s.detail for s in result.skipped}
+    # Pixel Data tag at byte 6288, 12-byte OW header, 32768 bytes of pixels
+    assert details["series/ct_half"] == f"Pixel Data needs 32768 bytes, {6288 + 12 + 32768 - len(ct) // 2} are missing"
+    assert details["series/jpeg_cut"] == "the file ends inside its encapsulated Pixel Data"
+    assert {relative(result, r.image): r.labels for r in result.records} == {
+        "series/ct_ok": {"modality": "CT", "anatomy": None},
+        "series/tiny.dcm": {"modality": "CT", "anatomy": "knee"},
+    }
+
+
+def test_folder_of_only_bad_files_gives_zero_records(tmp_path, space):
+    (tmp_path / "a.txt").write_text("hello", encoding="utf-8")
+    (tmp_path / "b.dcm").write_bytes(b"\0" * 300)
+    result = index_dicom_folder(tmp_path, space, workers=0, progress=False)
+    assert result.records == []
+    assert sorted(s.reason for s in result.skipped) == ["not DICOM", "not DICOM"]
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path, space):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DicomIndexError, match="no files found in .*empty"):
+        index_dicom_folder(tmp_path / "empty", space, progress=False)
+    with pytest.raises(DicomIndexError, match="does not exist"):
+        index_dicom_folder(tmp_path / "nope", space, progress=False)
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(DicomIndexError, match="not a folder"):
+        index_dicom_folder(tmp_path / "file", space, progress=False)
+
+
+def test_patient_name_in_a_description_never_reaches_result_or_cache(tmp_path, space):
+    export = tmp_path / "export"
+    export.mkdir()
+    write_dicom(export / "a.dcm", pydicom.uid.MRImageStorage, Modality="MR", PatientName="Quixley^Bartholomew",
+                PatientID="QX-55102", StudyDescription="Quixley Bartholomew QX-55102 research",
+                SeriesDescription="bartholomew quixley left knee")
+    cache = tmp_path / "cache.json"
+    result = index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
+    assert result.records[0].labels == {"modality": "MR", "anatomy": "knee"}
+    assert dict(result.unmapped[("anatomy", "StudyDescription")]) == {"*** *** research": 1}
+    text = json.dumps([str(result.unmapped), result.notes, [r.to_item(space) for r in result.records]])
+    text += cache.read_text(encoding="utf-8")
+    for secret in ["quixley", "bartholomew", "55102"]:
+        assert secret not in text.lower()
+
+
+# -------------------------------------------------------------------------------------------------------- caching
+@pytest.fixture()
+def counted_reads(monkeypatch):
+    """Names of the files whose headers are read from disk (the in-process reader is wrapped)."""
+    calls: list[str] = []
+    real = dicom_index.read_header_entry
+
+    def counting(path, tags):
+        calls.append(Path(path).relative_to(export_root[0]).as_posix())
+        return real(path, tags)
+
+    export_root: list[Path] = []
+    monkeypatch.setattr(dicom_index, "read_header_entry", counting)
+    return calls, export_root
+
+
+def test_cache_reads_only_new_or_changed_files(tmp_path, dicom_dir, space, counted_reads):
+    calls, export_root = counted_reads
+    export, cache = tmp_path / "export", tmp_path / "cache" / "headers.json"
+    export_root.append(export)
+    small = [dicom_dir / "pydicom_test_files/dicomdirtests" / rel for rel in (
+        "77654033/CR1/6154", "77654033/CT2/17106", "98892001/CT2N/6293", "98892001/CT5N/2062", "98892001/CT5N/2392",
+        "77654033/CT2/17136", "98892001/CT5N/2693", "77654033/CR2/6247", "98892001/CT2N/6924")]
+    for p in small[:6]:
+        dst = export / p.relative_to(dicom_dir)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dst)
+    run = lambda s=space: index_dicom_folder(export, s, workers=0, cache=cache, progress=False)  # noqa: E731
+
+    first = run()
+    assert len(calls) == 6 and (first.files_read, first.files_cached) == (6, 0)
+    assert "DICOM headers: 6 read, 0 from cache" in first.notes
+
+    calls.clear()
+    again = run()
+    assert calls == [] and (again.files_read, again.files_cached) == (0, 6)
+    assert [r.to_item(space) for r in again.records] == [r.to_item(space) for r in first.records]
+
+    calls.clear()  # the export grows: only the new files are read
+    new = []
+    for p in small[6:9]:
+        dst = export / p.relative_to(dicom_dir)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dst)
+        new.append(dst.relative_to(export).as_posix())
+    grown = run()
+    assert sorted(calls) == sorted(new) and (grown.files_read, grown.files_cached) == (3, 6)
+    assert len(grown.records) == 9
+
+    calls.clear()  # a touched file is re-read
+    touched = export / new[0]
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    run()
+    assert calls == [new[0]]
+
+    calls.clear()  # a vocabulary change with the same tags re-labels from the cache, without reading
+    before = {r.image: r.labels["anatomy"] for r in run().records}
+    yaml = tmp_path / "scout.yaml"
+    yaml.write_text("groups:\n  anatomy:\n    classes:\n      whole_body: [SCOUT]\n", encoding="utf-8")
+    calls.clear()
+    relabelled = run(LabelSpace.default(user_yaml=yaml))
+    assert calls == []
+    changed = {r.image: r.labels["anatomy"] for r in relabelled.records if r.labels["anatomy"] != before[r.image]}
+    assert changed and set(changed.values()) == {"whole_body"}
+    assert all("Scout" in str(pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription) for p in changed)
+
+    calls.clear()  # a label space reading more tags re-reads the images
+    wider = run(LabelSpace.default(extra_groups=["laterality"]))
+    assert len(calls) == 9 and any("new tags" in n for n in wider.notes)
+
+    calls.clear()  # a deleted file leaves the cache
+    (export / new[1]).unlink()
+    run(LabelSpace.default(extra_groups=["laterality"]))
+    assert calls == [] and new[1] not in json.loads(cache.read_text(encoding="utf-8"))["files"]
+
+
+def test_corrupt_cache_is_rebuilt_not_fatal(tmp_path, dicom_dir, space, counted_reads):
+    calls, export_root = counted_reads
+    export = tmp_path / "export"
+    export.mkdir()
+    export_root.append(export)
+    shutil.copy(dicom_dir / "pydicom_test_files/CT_small.dcm", export / "ct.dcm")
+    cache = tmp_path / "headers.json"
+    cache.write_text('{"format": "monai-modan/dicom-header-cache", "version": 1, "files": {', encoding="utf-8")
+    result = index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
+    assert len(result.records) == 1 and calls == ["ct.dcm"]
+    assert any("ignored and rebuilt" in n for n in result.notes)
+    assert json.loads(cache.read_text(encoding="utf-8"))["files"]["ct.dcm"]["values"]["Modality"] == "CT"
+
+
+def test_cache_inside_the_export_is_not_indexed(tmp_path, dicom_dir, space):
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(dicom_dir / "pydicom_test_files/CT_small.dcm", export / "ct.dcm")
+    for _ in range(2):
+        result = index_dicom_folder(export, space, workers=0, cache=export / "index_cache.json", progress=False)
+        assert len(result.records) == 1 and result.skipped == []

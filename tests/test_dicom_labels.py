@@ -1,0 +1,294 @@
+"""DICOM header -> labels: one test per rule, on synthetic pydicom headers built here."""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+import pytest
+from pydicom._uid_dict import UID_dictionary
+from pydicom.dataset import Dataset
+
+from monai_modan.labels import LabelSpace
+from monai_modan.labels.dicom_labels import (
+    REDACTED,
+    extract_header_values,
+    header_tags,
+    label_header,
+    label_values,
+    non_image_kind,
+    non_image_reason,
+    redact_identifiers,
+)
+
+
+def header(**elements) -> Dataset:
+    ds = Dataset()
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def code(scheme: str, value: str, meaning: str) -> Dataset:
+    return header(CodingSchemeDesignator=scheme, CodeValue=value, CodeMeaning=meaning)
+
+
+@pytest.fixture(scope="module")
+def space() -> LabelSpace:
+    return LabelSpace.default()
+
+
+# ------------------------------------------------------------------------------------------------------- modality
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("CT", "CT"), ("CR", "XR"), ("DX", "XR"), ("MA", "MR"), ("MS", "MR"), ("EC", "US"), ("CD", "US"), ("DD", "US"),
+     ("PT", "PT"), ("MG", "MG")],
+)
+def test_modality_codes_and_retired_synonyms(space, raw, expected):
+    found = label_header(header(Modality=raw), space)
+    assert found.labels["modality"] == expected
+    assert found.sources["modality"] == "Modality"
+    assert found.unmapped == []
+
+
+@pytest.mark.parametrize("raw", ["OT", "SC"])
+def test_secondary_capture_modality_stays_unknown_and_is_reported(space, raw):
+    found = label_header(header(Modality=raw, BodyPartExamined="CHEST"), space)
+    assert found.labels == {"modality": None, "anatomy": "chest"}
+    assert found.sources["modality"] is None
+    assert ("modality", "Modality", raw) in found.unmapped
+
+
+def test_absent_values_are_unknown_not_unmapped(space):
+    found = label_header(header(Modality="", StudyDescription="  "), space)
+    assert found.labels == {"modality": None, "anatomy": None}
+    assert found.sources == {"modality": None, "anatomy": None}
+    assert found.unmapped == [] and found.ambiguous == []
+
+
+# -------------------------------------------------------------------------------------------------------- anatomy
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        # meanings that are no synonym, so only the code can decide
+        (code("SCT", "51185008", "Thoracic structure"), "chest"),
+        (code("SRT", "T-D3000", "Chest structure"), "chest"),
+        (code("SNM3", "T-A0100", "Encephalon"), "head"),  # retired designator, same code as SRT
+        (code("SCT", "72696002", "Knee region structure"), "knee"),
+    ],
+)
+def test_anatomic_region_code_beats_body_part_and_text(space, item, expected):
+    ds = header(Modality="CT", AnatomicRegionSequence=[item], BodyPartExamined="PELVIS", StudyDescription="CT HIP")
+    found = label_header(ds, space)
+    assert found.labels["anatomy"] == expected
+    assert found.sources["anatomy"] == "AnatomicRegionSequence"
+
+
+def test_unknown_code_falls_back_to_code_meaning(space):
+    found = label_header(header(AnatomicRegionSequence=[code("99LOCAL", "X17", "Knee")], BodyPartExamined="HIP"), space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("knee", "AnatomicRegionSequence")
+
+
+def test_unmapped_code_is_reported_and_body_part_decides(space):
+    found = label_header(header(AnatomicRegionSequence=[code("99LOCAL", "X17", "Region 17")],
+                                BodyPartExamined="HIP"), space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("hip", "BodyPartExamined")
+    assert found.unmapped == [("anatomy", "AnatomicRegionSequence", "99LOCAL:X17 Region 17")]
+
+
+def test_body_part_beats_free_text(space):
+    found = label_header(header(BodyPartExamined="KNEE", StudyDescription="CT HEAD", SeriesDescription="Shoulder"), space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("knee", "BodyPartExamined")
+    assert found.unmapped == []
+
+
+def test_body_part_synonym_thorax(space):
+    assert label_header(header(BodyPartExamined="THORAX"), space).labels["anatomy"] == "chest"
+
+
+def test_extremity_falls_through_to_free_text(space):
+    ds = header(Modality="CR", BodyPartExamined="EXTREMITY", StudyDescription="Non-ossifying fibroma of distal tibia")
+    found = label_header(ds, space)
+    assert found.labels == {"modality": "XR", "anatomy": "lower_limb"}
+    assert found.sources["anatomy"] == "StudyDescription"
+    assert found.unmapped == [("anatomy", "BodyPartExamined", "EXTREMITY")]
+
+
+def test_free_text_order_study_then_series_then_protocol(space):
+    found = label_header(header(StudyDescription="Routine", SeriesDescription="AX 5mm", ProtocolName="T1W/Abdomen"),
+                         space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("abdomen", "ProtocolName")
+    assert found.unmapped == [("anatomy", "StudyDescription", "Routine"), ("anatomy", "SeriesDescription", "AX 5mm")]
+    found = label_header(header(StudyDescription="Routine", SeriesDescription="Sag knee PD"), space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("knee", "SeriesDescription")
+
+
+def test_ambiguous_free_text_is_unknown_from_that_tag_and_search_continues(space):
+    found = label_header(header(StudyDescription="XR knee and hip", SeriesDescription="Left knee AP"), space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("knee", "SeriesDescription")
+    assert found.ambiguous == [("anatomy", "StudyDescription", "XR knee and hip", ("hip", "knee"))]
+    only = label_header(header(StudyDescription="XR knee and hip"), space)
+    assert only.labels["anatomy"] is None and only.sources["anatomy"] is None
+    assert only.unmapped == []  # ambiguous is not "matched nothing"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("Headache protocol", None), ("C-Spine 3 views", "spine"), ("ALARM test", None), ("R ARM", "upper_limb"),
+     ("Kneecap", None), ("abdomen^liver", "abdomen")],
+)
+def test_free_text_needs_word_boundaries(space, text, expected):
+    assert label_header(header(SeriesDescription=text), space).labels["anatomy"] == expected
+
+
+def test_enhanced_object_anatomy_in_shared_functional_groups(space):
+    anatomy = header(AnatomicRegionSequence=[code("SNM3", "T-A0100", "Brain")], FrameLaterality="U")
+    ds = header(Modality="CT", SharedFunctionalGroupsSequence=[header(FrameAnatomySequence=[anatomy])])
+    found = label_header(ds, space)
+    assert found.labels == {"modality": "CT", "anatomy": "head"}
+    assert found.sources["anatomy"] == "AnatomicRegionSequence"
+
+
+# --------------------------------------------------------------------------------------------------- extra groups
+def test_extra_group_laterality_uses_its_tags_in_order():
+    space = LabelSpace.default(extra_groups=["laterality"])
+    assert label_header(header(ImageLaterality="L", Laterality="R"), space).sources["laterality"] == "ImageLaterality"
+    found = label_header(header(ImageLaterality="L", Laterality="R"), space)
+    assert found.labels["laterality"] == "left"
+    found = label_header(header(Laterality="R"), space)
+    assert (found.labels["laterality"], found.sources["laterality"]) == ("right", "Laterality")
+    found = label_header(header(ImageLaterality="U", Laterality="B"), space)
+    assert (found.labels["laterality"], found.sources["laterality"]) == ("bilateral", "Laterality")
+    assert ("laterality", "ImageLaterality", "U") in found.unmapped
+
+
+def test_user_extra_group_with_free_text_tags(tmp_path):
+    yaml = tmp_path / "weighting.yaml"
+    yaml.write_text(
+        "extra_groups:\n"
+        "  weighting:\n"
+        "    dicom_tags: [SequenceName]\n"
+        "    free_text_tags: [SeriesDescription, ProtocolName]\n"
+        "    classes:\n"
+        "      t1: [T1, T1W]\n"
+        "      t2: [T2, T2W]\n"
+        "      flair: [FLAIR]\n",
+        encoding="utf-8",
+    )
+    space = LabelSpace.default(user_yaml=yaml)
+    found = label_header(header(SequenceName="*tse2d1_15", SeriesDescription="AX T2 FLAIR",
+                                ProtocolName="T1W/SE/1024"), space)
+    assert (found.labels["weighting"], found.sources["weighting"]) == ("t1", "ProtocolName")
+    assert ("weighting", "SequenceName", "*tse2d1_15") in found.unmapped
+    assert found.ambiguous == [("weighting", "SeriesDescription", "AX T2 FLAIR", ("t2", "flair"))]
+
+
+def test_contrast_any_value_class():
+    space = LabelSpace.default(extra_groups=["contrast"])
+    assert label_header(header(ContrastBolusAgent="Ultravist 370"), space).labels["contrast"] == "with_contrast"
+    assert label_header(header(Modality="CT"), space).labels["contrast"] is None
+
+
+def test_values_round_trip_through_json(space):
+    """The indexer caches extract_header_values as JSON and labels later: the result must be identical."""
+    ds = header(Modality="CR", BodyPartExamined="EXTREMITY", StudyDescription="distal tibia",
+                AnatomicRegionSequence=[code("99X", "1", "Region")], ImageType=["ORIGINAL", "PRIMARY"])
+    values = extract_header_values(ds, header_tags(space))
+    assert label_values(json.loads(json.dumps(values)), space) == label_header(ds, space)
+
+
+# ------------------------------------------------------------------------------------------------------ non-image
+@pytest.mark.parametrize("modality", ["SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTDOSE", "SEG", "DOC", "ECG", "HD"])
+def test_non_image_by_modality(modality):
+    ds = header(Modality=modality, Rows=16, Columns=16)
+    assert non_image_kind(ds) == modality
+    assert non_image_reason(ds) == f"non-image object ({modality})"
+
+
+@pytest.mark.parametrize(
+    "sop_class, kind",
+    [
+        (pydicom.uid.ComprehensiveSRStorage, "SR"),
+        (pydicom.uid.BasicTextSRStorage, "SR"),
+        (pydicom.uid.XRayRadiationDoseSRStorage, "SR"),
+        (pydicom.uid.KeyObjectSelectionDocumentStorage, "KO"),
+        (pydicom.uid.GrayscaleSoftcopyPresentationStateStorage, "PR"),
+        (pydicom.uid.TwelveLeadECGWaveformStorage, "waveform"),
+        (pydicom.uid.EncapsulatedPDFStorage, "DOC"),
+        (pydicom.uid.RTStructureSetStorage, "RTSTRUCT"),
+        (pydicom.uid.RTPlanStorage, "RTPLAN"),
+        (pydicom.uid.RTIonPlanStorage, "RTPLAN"),
+        (pydicom.uid.RTDoseStorage, "RTDOSE"),
+        (pydicom.uid.RTBeamsTreatmentRecordStorage, "RTRECORD"),
+        (pydicom.uid.SegmentationStorage, "SEG"),
+        (pydicom.uid.SpatialRegistrationStorage, "REG"),
+        (pydicom.uid.SpatialFiducialsStorage, "FID"),
+        (pydicom.uid.RawDataStorage, "raw data"),
+        (pydicom.uid.HangingProtocolStorage, "Hanging Protocol"),
+    ],
+)
+def test_non_image_by_sop_class_when_modality_says_nothing(sop_class, kind):
+    ds = header(Modality="OT", SOPClassUID=sop_class, Rows=16, Columns=16)
+    assert non_image_kind(ds) == kind
+    assert non_image_reason(ds) == f"non-image object ({kind})"
+
+
+def test_every_image_storage_sop_class_is_an_image():
+    image_classes = [uid for uid, (name, kind, *_) in UID_dictionary.items()
+                     if kind == "SOP Class" and "Image Storage" in name]
+    assert len(image_classes) > 50
+    flagged = [pydicom.uid.UID(u).name for u in image_classes
+               if non_image_kind(header(SOPClassUID=u, Rows=8, Columns=8)) is not None]
+    assert flagged == []
+    assert non_image_reason(header(Modality="RTIMAGE", SOPClassUID=pydicom.uid.RTImageStorage, Rows=8, Columns=8)) is None
+
+
+def test_image_header_without_rows_has_no_pixel_data():
+    assert non_image_reason(header(Modality="CT", SOPClassUID=pydicom.uid.CTImageStorage, Rows=16, Columns=16)) is None
+    assert non_image_reason(header(Modality="CT", SOPClassUID=pydicom.uid.CTImageStorage)) == "no pixel data"
+
+
+# -------------------------------------------------------------------------------------------------------- privacy
+def identified_header(**elements) -> Dataset:
+    return header(PatientName="Smith^Johnathan", PatientID="PID-4711", AccessionNumber="ACC99812",
+                  PatientBirthDate="19500112", InstitutionName="St. Elsewhere Clinic",
+                  ReferringPhysicianName="House^Gregory", OtherPatientIDs=["OLD-123", "OLDER-456"], **elements)
+
+
+def test_redact_identifiers_removes_names_ids_dates_case_insensitively():
+    ds = identified_header()
+    text = ("JOHNATHAN SMITH (pid-4711) acc99812, born 1950-01-12, ref. Gregory House at ST. ELSEWHERE CLINIC; "
+            "old ids OLD-123 older-456, smith^johnathan")
+    out = redact_identifiers(text, ds)
+    for secret in ["johnathan", "smith", "4711", "99812", "1950", "gregory", "house", "elsewhere", "old-123", "456"]:
+        assert secret not in out.lower(), (secret, out)
+    assert out.count(REDACTED) >= 10
+    assert "born" in out and "ref." in out  # only the identifiers go
+
+
+def test_short_identifiers_are_removed_only_as_whole_words():
+    ds = header(PatientName="Li^Yu", PatientID="7")
+    assert redact_identifiers("T2 7 slices, 17 mm, Li Yu", ds) == f"T2 {REDACTED} slices, 17 mm, {REDACTED}"
+    assert redact_identifiers("Linear", ds) == "Linear"  # "Li" (2 chars) is not cut out of words
+
+
+def test_unmapped_free_text_never_carries_the_patient_name(space):
+    ds = identified_header(Modality="MR", StudyDescription="Smith Johnathan follow-up PID-4711",
+                           SeriesDescription="johnathan SMITH knee")
+    found = label_header(ds, space)
+    assert (found.labels["anatomy"], found.sources["anatomy"]) == ("knee", "SeriesDescription")
+    dumped = json.dumps([found.unmapped, found.ambiguous, found.labels, found.sources]).lower()
+    for secret in ["smith", "johnathan", "4711"]:
+        assert secret not in dumped
+    assert found.unmapped == [("anatomy", "StudyDescription", f"{REDACTED} follow-up {REDACTED}")]  # "Family Given" is one
+    values = json.dumps(extract_header_values(ds, header_tags(space))).lower()
+    assert "smith" not in values and "johnathan" not in values
+
+
+def test_redaction_happens_before_labelling(space):
+    """A description word equal to a patient-name component is redacted, so it cannot label (documented trade-off);
+    code strings (BodyPartExamined) are not redacted."""
+    ds = header(PatientName="Head^Peter", StudyDescription="Head CT")
+    assert label_header(ds, space).labels["anatomy"] is None
+    ds.BodyPartExamined = "HEAD"
+    assert label_header(ds, space).labels["anatomy"] == "head"
