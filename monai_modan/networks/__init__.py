@@ -1,0 +1,12 @@
+"""Networks: the ResNet-18 encoder variants, pretraining heads, and encoder export/import."""
+
+from .encoder import ContrastiveModel, ResNet18Encoder, StemType, SupervisedModel, build_encoder, stem_kwargs
+from .export import (
+    CheckpointError,
+    ExportFormat,
+    encoder_state_dict,
+    export_encoder,
+    from_torchvision_state_dict,
+    load_encoder,
+    to_torchvision_state_dict,
+)
