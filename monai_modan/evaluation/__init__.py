@@ -1,0 +1,66 @@
+"""Downstream evaluation protocol: fixed folds, AUC statistics, paired tests, the report and embedding views.
+
+UMAP and matplotlib are imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+from monai_modan.evaluation.embedding import UNKNOWN, UmapPanels, knn_auc, pair_colours, umap_panels
+from monai_modan.evaluation.folds import (
+    VALIDATION_SPLIT_METHOD,
+    FoldPlan,
+    FoldPlanError,
+    FoldPlanMismatchError,
+    data_fingerprint,
+    load_or_make_folds,
+    make_folds,
+    subsample_training,
+)
+from monai_modan.evaluation.report import EvaluationProtocol, format_cell, format_p, mode_title, write_report
+from monai_modan.evaluation.stats import (
+    RESULT_FIELDS,
+    WILCOXON_ZERO_METHOD,
+    AucRow,
+    EvalMode,
+    InitSummary,
+    PairedTest,
+    RepeatResult,
+    compare_inits,
+    fold_auc,
+    paired_wilcoxon,
+    read_results_csv,
+    repeat_results,
+)
+
+__all__ = [
+    "AucRow",
+    "EvalMode",
+    "EvaluationProtocol",
+    "FoldPlan",
+    "FoldPlanError",
+    "FoldPlanMismatchError",
+    "InitSummary",
+    "PairedTest",
+    "RESULT_FIELDS",
+    "RepeatResult",
+    "UNKNOWN",
+    "UmapPanels",
+    "VALIDATION_SPLIT_METHOD",
+    "WILCOXON_ZERO_METHOD",
+    "compare_inits",
+    "data_fingerprint",
+    "fold_auc",
+    "format_cell",
+    "format_p",
+    "knn_auc",
+    "load_or_make_folds",
+    "make_folds",
+    "mode_title",
+    "paired_wilcoxon",
+    "pair_colours",
+    "read_results_csv",
+    "repeat_results",
+    "subsample_training",
+    "umap_panels",
+    "write_report",
+]

@@ -1,0 +1,200 @@
+"""Command line: ``python -m monai_modan <command> --help``.
+
+Commands
+    index    folder (DICOM export, RadImageNet tree, MedMNIST .npz) -> datalist JSON + report
+    synth    write the embedded synthetic corpus (RadImageNet layout + DICOM export + downstream tasks)
+    minirin  sample miniRIN (<= N images per RadImageNet class, seeded) and write the chosen list + datalist
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from monai.utils import StrEnum
+
+__all__ = ["main", "SourceType", "detect_source", "index_path"]
+
+
+class SourceType(StrEnum):
+    AUTO = "auto"
+    DICOM = "dicom"
+    RADIMAGENET = "radimagenet"
+    MEDMNIST = "medmnist"
+
+
+def detect_source(path: Path) -> SourceType:
+    """RadImageNet if a ``radiology_ai`` tree is found, MedMNIST for ``.npz`` files, DICOM otherwise."""
+    from .data.radimagenet_index import looks_like_radimagenet
+
+    if path.is_file():
+        return SourceType.MEDMNIST if path.suffix == ".npz" else SourceType.DICOM
+    if looks_like_radimagenet(path):
+        return SourceType.RADIMAGENET
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")] if path.is_dir() else []
+    if files and all(p.suffix == ".npz" for p in files):
+        return SourceType.MEDMNIST
+    return SourceType.DICOM
+
+
+def index_path(path: str | Path, space, source: SourceType | str = SourceType.AUTO, *, workers: int | None = None,
+               cache: str | Path | None = None, progress: bool = True):
+    """Index one folder/file; returns ``(IndexResult, classes)`` (``classes`` is empty unless the source has them)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    source = SourceType(source)
+    if source == SourceType.AUTO:
+        source = detect_source(path)
+    if source == SourceType.RADIMAGENET:
+        from .data.radimagenet_index import index_radimagenet
+
+        index = index_radimagenet(path, space, progress=progress)
+        return index.result, index.classes
+    if source == SourceType.MEDMNIST:
+        from .data.medmnist import index_medmnist
+
+        return index_medmnist(path, space), []
+    from .data.dicom_index import index_dicom_folder
+
+    return index_dicom_folder(path, space, workers=workers, cache=cache, progress=progress), []
+
+
+def _space(args):
+    from .labels import LabelSpace
+
+    return LabelSpace.default(extra_groups=args.groups or (), user_yaml=args.vocab or None)
+
+
+def _cmd_index(args) -> int:
+    from .data.datalist import format_report, write_datalist
+
+    space = _space(args)
+    out = Path(args.out)
+    cache = None if args.no_cache else (args.cache or out.with_name(out.stem + ".dicom-cache.json"))
+    result, classes = index_path(args.path, space, args.source, workers=args.workers, cache=cache,
+                                 progress=not args.quiet)
+    if not result.records:
+        reasons = ", ".join(sorted({s.reason for s in result.skipped})) or "no files"
+        raise UsageError(f"{args.path}: no usable image found ({len(result.skipped)} skipped: {reasons})")
+    write_datalist(result, space, out, classes=classes)
+    if not args.quiet:
+        print(format_report(result, space))
+    stem = out.with_suffix("") if out.suffix == ".json" else out
+    print(f"wrote {out} ({len(result.records)} images, {len(result.skipped)} skipped); report: {stem}.report.md")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from .data.synthetic import SyntheticTask, generate_downstream_task, generate_pretraining_corpus
+
+    corpus = generate_pretraining_corpus(args.out, images_per_class=args.images_per_class, image_size=args.size,
+                                         seed=args.seed, progress=not args.quiet)
+    print(f"wrote synthetic pretraining corpus to {args.out}: {corpus}")
+    if not args.no_tasks:
+        for task in SyntheticTask:
+            path = generate_downstream_task(task, Path(args.out) / "tasks" / str(task), n_images=args.task_images,
+                                            image_size=args.size, seed=args.seed)
+            print(f"wrote synthetic downstream task {task}: {path}")
+    return 0
+
+
+def _cmd_minirin(args) -> int:
+    from .data.datalist import write_datalist
+    from .data.radimagenet_index import index_radimagenet, sample_minirin, write_selection
+
+    space = _space(args)
+    index = index_radimagenet(args.root, space, progress=not args.quiet)
+    mini = sample_minirin(index, per_class=args.per_class, seed=args.seed)
+    out = Path(args.out)
+    if out.suffix == ".csv":
+        selection, datalist = out, out.with_suffix(".json")
+    else:
+        selection, datalist = out / "minirin_selection.csv", out / "minirin.json"
+    write_selection(mini, selection)
+    write_datalist(mini.result, space, datalist, classes=mini.classes)
+    print(f"miniRIN: {len(mini.result.records)} images from {len(mini.classes)} classes "
+          f"(<= {args.per_class} per class, seed {args.seed})\nwrote {selection} and {datalist}")
+    return 0
+
+
+class UsageError(ValueError):
+    """A user mistake: printed as one line, no traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m monai_modan",
+        description="monai-modan: metadata (modality + anatomy) supervised pretraining for medical imaging.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `python -m monai_modan <command> --help` for each command. Docs: docs/ in the repository.",
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+
+    def vocab_args(q):
+        q.add_argument("--vocab", action="append", metavar="YAML",
+                       help="user vocabulary YAML extending the label space (repeatable; see docs/labels.md)")
+        q.add_argument("--groups", nargs="+", metavar="GROUP",
+                       help="shipped extra label groups to add, e.g. laterality contrast manufacturer view")
+        q.add_argument("--quiet", action="store_true", help="no progress bars, no printed report")
+
+    q = sub.add_parser("index", help="index a DICOM export / RadImageNet tree / MedMNIST files into a datalist",
+                       description="Walk PATH, label every usable image with modality and anatomy (multi-hot), and "
+                                   "write a MONAI datalist JSON plus a report (<out>.report.md/.json): counts per "
+                                   "modality x anatomy, which tag produced each label, unmapped tag values, and "
+                                   "skipped files by reason. No patient-identifying value is written.")
+    q.add_argument("path", help="DICOM export folder, RadImageNet root (containing radiology_ai/), or .npz file/folder")
+    q.add_argument("--out", required=True, help="datalist JSON to write")
+    q.add_argument("--source", default="auto", choices=[s.value for s in SourceType], help="force the source type")
+    q.add_argument("--workers", type=int, default=None, help="header-reading processes (default: all cores; 0 = serial)")
+    q.add_argument("--cache", help="DICOM header cache (default: <out>.dicom-cache.json); unchanged files are not re-read")
+    q.add_argument("--no-cache", action="store_true", help="read every header again")
+    vocab_args(q)
+    q.set_defaults(func=_cmd_index)
+
+    q = sub.add_parser("synth", help="write the embedded synthetic corpus",
+                       description="Write a miniRIN-like synthetic corpus (RadImageNet layout + DICOM export with "
+                                   "realistic, messy tags) and the synthetic downstream tasks (knee ACL, breast US, "
+                                   "thyroid US). Deterministic by seed; seconds on a CPU at 64 px.")
+    q.add_argument("out", help="output folder")
+    q.add_argument("--images-per-class", type=int, default=8)
+    q.add_argument("--size", type=int, default=64, help="image side in pixels")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--task-images", type=int, default=120, help="images per synthetic downstream task")
+    q.add_argument("--no-tasks", action="store_true", help="skip the downstream tasks")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_cmd_synth)
+
+    q = sub.add_parser("minirin", help="sample miniRIN from a RadImageNet root",
+                       description="Take up to N images per RadImageNet class (a class is modality/anatomy/folder), "
+                                   "seeded, from the training split; write the chosen list (CSV, to reproduce the "
+                                   "run) and a datalist JSON.")
+    q.add_argument("root", help="RadImageNet root (the folder containing radiology_ai/)")
+    q.add_argument("--out", required=True, help="output folder, or a .csv path for the list (datalist written beside)")
+    q.add_argument("--per-class", type=int, default=100)
+    q.add_argument("--seed", type=int, default=0)
+    vocab_args(q)
+    q.set_defaults(func=_cmd_minirin)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError) as e:  # user mistakes and unreadable inputs: one clear line
+        if args.debug or os.environ.get("MONAI_MODAN_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""DDTI thyroid ultrasound (Pedraza et al., *Proc. SPIE* 9287, 2015) -> binary task datalist.
+
+Release layout (one flat folder)::
+
+    1.xml  1_1.jpg  2.xml  2_1.jpg  2_2.jpg ...
+
+Each ``<case>.xml`` is ``<case><number>..</number><age/><sex/><composition/><echogenicity/><margins/>
+<calcifications/><tirads>4a</tirads><mark><image>1</image><svg>...</svg></mark>...</case>``; the images of a case
+are ``<case>_<k>.jpg``. DDTI has no pathology: the label is derived from the radiologists' TI-RADS category, cut at
+``malignant_from`` (default ``4a``: benign = 2, 3; malignant = 4a, 4b, 4c, 5 -- the split used by published DDTI
+classification work). A bare ``4`` (no sub-category) means one of 4a..4c: it is labelled when all three fall on the
+same side of the cut, else excluded. ``group`` = case, so all images of a case (one patient / nodule) stay together.
+
+Also the 5-fold CSV release (:func:`convert_ddti_csv`): CSVs ``img_dir,label`` (``images/22_1.jpg,benign``), one or
+many (e.g. every ``fold_k/{train,test}.csv``); the case is parsed from the file name (``22_1.jpg`` -> ``22``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ElementTree
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from .generic import LabelMapper, _csv_files, _drop_row_info, _finish, merge_csv_items, read_csv_items
+from .task import DownstreamError, TaskDatalist
+
+__all__ = ["TIRADS_CATEGORIES", "tirads_label", "convert_ddti", "convert_ddti_csv", "ddti_case"]
+
+TIRADS_CATEGORIES = ("1", "2", "3", "4a", "4b", "4c", "5")  # ordered by risk
+_BARE_FOUR = ("4a", "4b", "4c")
+_IMAGE = re.compile(r"^(\d+)_(\d+)\.jpe?g$", re.IGNORECASE)
+_CASE = re.compile(r"^(\d+)_\d+")
+
+
+def _normalise_tirads(value: str) -> str:
+    return re.sub(r"\s+", "", value).lower()
+
+
+def tirads_label(value: str, malignant_from: str = "4a") -> int | None:
+    """TI-RADS category -> 1 (``>= malignant_from``), 0, or ``None`` for a bare ``4`` straddling the cut.
+
+    Raises:
+        DownstreamError: an unknown category (the message lists the known ones).
+    """
+    cut = _normalise_tirads(malignant_from)
+    if cut not in TIRADS_CATEGORIES:
+        raise DownstreamError(f"malignant_from must be one of {TIRADS_CATEGORIES}, got {malignant_from!r}")
+    v = _normalise_tirads(value)
+    members = _BARE_FOUR if v == "4" else (v,)
+    if any(m not in TIRADS_CATEGORIES for m in members):
+        raise DownstreamError(f"unknown TI-RADS category {value!r} (known: {', '.join(TIRADS_CATEGORIES)})")
+    sides = {TIRADS_CATEGORIES.index(m) >= TIRADS_CATEGORIES.index(cut) for m in members}
+    return int(sides.pop()) if len(sides) == 1 else None
+
+
+def ddti_case(image: str | Path) -> str:
+    """The DDTI case of an image file name: ``22_1.jpg`` -> ``"22"``; a name without ``<case>_<k>`` -> its stem."""
+    stem = Path(image).stem
+    m = _CASE.match(stem)
+    return m.group(1) if m else stem
+
+
+def convert_ddti(root: str | Path, out: str | Path, *, malignant_from: str = "4a",
+                 exclude_tirads: Sequence[str] = (), task: str = "thyroid_us") -> TaskDatalist:
+    """DDTI release (XML + JPG) -> task datalist (label 1 = TI-RADS ``>= malignant_from``).
+
+    Args:
+        root: the folder with ``<case>.xml`` and ``<case>_<k>.jpg``.
+        out: the datalist JSON to write.
+        malignant_from: the TI-RADS cut (one of :data:`TIRADS_CATEGORIES`; default ``4a``).
+        exclude_tirads: categories to leave out (e.g. ``("4a",)`` to drop the indeterminate nodules).
+        task: task name.
+
+    Excluded with the reason: images of a case whose XML is unreadable, lacks ``<tirads>``, has an unknown or
+    excluded category; images without a ``<case>.xml``; XMLs without images.
+
+    Raises:
+        DownstreamError: ``root`` holds no DDTI XML files, or a bad ``malignant_from``/``exclude_tirads``.
+    """
+    root = Path(root)
+    tirads_label("2", malignant_from)  # validates the cut
+    excluded_categories = {_normalise_tirads(t) for t in exclude_tirads}
+    if unknown := excluded_categories - set(TIRADS_CATEGORIES) - {"4"}:
+        raise DownstreamError(f"exclude_tirads has unknown categories {sorted(unknown)}")
+    xmls = {p.stem: p for p in root.glob("*.xml")} if root.is_dir() else {}
+    if not xmls:
+        raise DownstreamError(f"{root}: no DDTI case files (<case>.xml beside <case>_<k>.jpg)")
+    images: dict[str, list[Path]] = defaultdict(list)
+    for p in sorted(root.iterdir(), key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]):
+        if m := _IMAGE.match(p.name):
+            images[m.group(1)].append(p)
+    items, excluded = [], []
+    categories: Counter = Counter()
+
+    def exclude(case: str, reason: str) -> None:
+        for p in images.get(case) or [xmls[case]]:
+            excluded.append({"image": os.path.abspath(p), "reason": reason})
+
+    for case in sorted(set(images) - set(xmls), key=int):
+        exclude(case, f"no {case}.xml (no TI-RADS) for this image")
+    for case in sorted(xmls, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c)):
+        xml = xmls[case]
+        if case not in images:
+            exclude(case, f"case {case} has no image ({case}_<k>.jpg)")
+            continue
+        try:
+            node = ElementTree.parse(xml).getroot().find(".//tirads")
+        except (ElementTree.ParseError, OSError, UnicodeDecodeError) as e:
+            exclude(case, f"unreadable XML {xml.name}: {e}")
+            continue
+        value = (node.text or "").strip() if node is not None else ""
+        if not value:
+            exclude(case, f"{xml.name} has no TI-RADS value")
+            continue
+        try:
+            label = tirads_label(value, malignant_from)
+        except DownstreamError as e:
+            exclude(case, f"{xml.name}: {e}")
+            continue
+        category = _normalise_tirads(value)
+        if category in excluded_categories:
+            exclude(case, f"TI-RADS {category} excluded (exclude_tirads)")
+            continue
+        if label is None:
+            exclude(case, f"TI-RADS {value!r} has no sub-category and straddles the cut at {malignant_from}")
+            continue
+        categories[category] += len(images[case])
+        for p in images[case]:
+            items.append({"image": os.path.abspath(p), "label": label, "group": case, "tirads": category})
+    notes = [f"DDTI: label from the radiologists' TI-RADS category (no pathology in DDTI): malignant (1) = TI-RADS "
+             f">= {malignant_from}, benign (0) below" +
+             (f"; excluded categories {sorted(excluded_categories)}" if excluded_categories else ""),
+             f"images per TI-RADS category: {dict(sorted(categories.items()))}",
+             "group = case (<case>.xml): all images of a case stay in one fold"]
+    return _finish(items, out, task=task, positive="malignant", notes=notes, excluded=excluded, source="ddti",
+                   root=str(root.absolute()),
+                   options={"malignant_from": malignant_from, "exclude_tirads": sorted(excluded_categories)})
+
+
+def convert_ddti_csv(source: str | Path | Sequence[str | Path], out: str | Path, *,
+                     image_root: str | Path | None = None, positive: str = "malignant", negative: str = "benign",
+                     task: str = "thyroid_us") -> TaskDatalist:
+    """The 5-fold CSV release (``img_dir,label`` rows like ``images/22_1.jpg,benign``) -> task datalist.
+
+    Args:
+        source: one CSV, several, or a folder (all ``*.csv`` below it, e.g. ``fold_*/{train,test}.csv``). An image
+            listed in several CSVs is kept once (a conflicting label is an error).
+        image_root: the folder image paths are relative to; default: each CSV's folder, then its parent (so both
+            ``root/train.csv`` and ``root/fold_1/train.csv`` find ``root/images/``).
+        positive, negative: the label names (rows with other names are excluded).
+
+    ``group`` = case parsed from the file name (``22_1.jpg`` -> ``22``).
+    """
+    files = _csv_files(source)
+    mapper = LabelMapper(positive, negative)
+    lists, excluded = [], []
+    for f in files:
+        roots = [image_root] if image_root is not None else [f.parent, f.parent.parent]
+        items, ex = read_csv_items(f, label_of=mapper, group_of=ddti_case, image_root=roots)
+        lists.append(items)
+        excluded += ex
+    items, repeats = merge_csv_items(lists)
+    notes = [f"DDTI CSV release: {len(files)} CSV file(s) ({', '.join(str(f) for f in files[:6])}"
+             f"{' ...' if len(files) > 6 else ''}); {repeats} repeated row(s) merged",
+             mapper.note(), "group = case parsed from the file name (<case>_<k>.jpg): images of a case stay together"]
+    return _finish(_drop_row_info(items), out, task=task, positive=positive, notes=notes, excluded=excluded,
+                   source="ddti_csv", root=str(files[0].parent.absolute()),
+                   options={"positive": positive, "negative": negative})

@@ -1,0 +1,466 @@
+"""Pretraining workflow pieces wired into MONAI's :class:`~monai.engines.SupervisedTrainer`.
+
+The trainer sees flat batches: :class:`TwoViewBatch` turns a collated ``[B, V, 1, H, W]`` two-view batch into
+``[B·V, 1, H, W]`` network inputs (image-major: rows ``b·V + v``), and :class:`ViewLoss` folds the ``[B·V, D]``
+predictions back to ``[B, V, D]`` for the contrastive losses. The handlers add what MONAI's own handlers do not:
+per-epoch reseeding (exact resume), a finite-loss guard naming the step, atomic checkpoints with RNG states and a
+configuration fingerprint, and contrastive diagnostics / throughput for the loggers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import StrEnum
+from torch import nn
+
+from ..utils.io import atomic_path
+
+__all__ = [
+    "PretrainMethod", "TwoViewBatch", "ViewLoss", "build_pretraining_model", "build_pretraining_loss",
+    "EpochSeeding", "FiniteLossGuard", "ProgressBar", "load_pretraining_data", "PretrainCheckpoint", "PretrainDiagnostics", "CheckpointError",
+    "prepare_pretraining_datalist", "pretraining_transforms", "pick_device",
+]
+
+
+class PretrainMethod(StrEnum):
+    """``mulsupcon``: ModAn-MulSupCon (metadata multi-hot, Jaccard-weighted); ``simclr``: NT-Xent, no labels;
+    ``supervised``: cross-entropy over the fine classes (RadImageNet's 165 (modality, anatomy, folder) classes)."""
+
+    MULSUPCON = "mulsupcon"
+    SIMCLR = "simclr"
+    SUPERVISED = "supervised"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is not a weights file, or belongs to a different configuration."""
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``cuda`` when available unless told otherwise."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# data ---------------------------------------------------------------------------------------------------------
+def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path | None = None,
+                                 datalist: str | Path | None = None, *, images_per_class: int = 8,
+                                 image_size: int = 64, seed: int = 0, progress: bool = False) -> str:
+    """Return a datalist path for pretraining: the given ``datalist``, else an index of ``dataset_dir`` (RadImageNet
+    root, DICOM export or MedMNIST files, auto-detected), else the embedded synthetic corpus (generated on first use).
+
+    Indexes are written under ``output_dir`` and reused when they already exist.
+    """
+    from ..data.datalist import load_datalist, write_datalist
+    from ..labels import LabelSpace
+
+    output_dir = Path(output_dir)
+    if datalist:
+        load_datalist(datalist)  # validate early: clear error before any training starts
+        return str(datalist)
+    from ..__main__ import index_path
+
+    space = LabelSpace.default()
+    if dataset_dir:
+        out = output_dir / "datalist.json"
+        result, classes = index_path(dataset_dir, space, progress=progress, cache=output_dir / "dicom-cache.json")
+    else:
+        from ..data.synthetic import ensure_pretraining_corpus
+
+        corpus = ensure_pretraining_corpus(output_dir / "synthetic", images_per_class=images_per_class,
+                                           image_size=image_size, seed=seed, progress=progress)
+        out = output_dir / "synthetic" / "datalist.json"
+        if out.exists():
+            return str(out)
+        result, classes = index_path(corpus.radimagenet_root, space, "radimagenet", progress=progress)
+    if not result.records:
+        raise ValueError(f"{dataset_dir}: no usable image to pretrain on (see the index report)")
+    write_datalist(result, space, out, classes=classes)
+    return str(out)
+
+
+def load_pretraining_data(datalist_path: str | Path, batch_size: int, method: PretrainMethod | str = PretrainMethod.MULSUPCON):
+    """Load a datalist and refuse what cannot train: fewer images than one batch, a supervised run without classes."""
+    from ..data.datalist import load_datalist
+
+    data = load_datalist(datalist_path)
+    n = len(data.items("training"))
+    if n == 0:
+        raise ValueError(f"{datalist_path}: the 'training' split is empty; nothing to pretrain on")
+    if batch_size < 2 or n < batch_size:
+        raise ValueError(
+            f"{datalist_path}: {n} training images with batch_size={batch_size}; a contrastive batch needs at least 2 "
+            "images and the loader drops incomplete batches -- lower batch_size or add images"
+        )
+    if PretrainMethod(method) == PretrainMethod.SUPERVISED and not data.classes:
+        raise ValueError(f"{datalist_path}: the supervised baseline needs fine classes ('classes'), which only "
+                         "RadImageNet-layout indexes carry")
+    return data
+
+
+def pretraining_transforms(image_size: int = 64, num_views: int = 2, load_size: int | None = None, **augment: Any):
+    """MONAI Compose: load grey ``[1, h, w]`` in [0, 1] -> ``[V, 1, image_size, image_size]`` views; float labels."""
+    from monai.transforms import Compose, EnsureTyped
+
+    from ..data.readers import LoadGrayscaleImaged
+    from ..transforms import TwoViewAugmentd
+
+    keys_float = ["label"]
+    return Compose([
+        LoadGrayscaleImaged(keys="image", spatial_size=load_size or image_size),
+        TwoViewAugmentd(keys="image", num_views=num_views, size=image_size, **augment),
+        EnsureTyped(keys=keys_float, dtype=torch.float32, track_meta=False),
+        EnsureTyped(keys="image", track_meta=False),
+    ])
+
+
+# batch + loss -----------------------------------------------------------------------------------------------
+class TwoViewBatch:
+    """``prepare_batch`` for :class:`~monai.engines.SupervisedTrainer`.
+
+    Input: ``batch["image"]`` ``[B, V, C, H, W]``, ``batch["label"]`` ``[B, K]`` multi-hot and, for the supervised
+    method, ``batch["class_index"]`` ``[B]``. Output: ``(images [B·V, C, H, W], target)`` where target is the
+    ``[B, K]`` labels (contrastive) or the ``[B·V]`` class indices (supervised, one per view).
+    """
+
+    def __init__(self, method: PretrainMethod | str = PretrainMethod.MULSUPCON, channels_last: bool = True):
+        self.method = PretrainMethod(method)
+        self.channels_last = channels_last
+
+    def __call__(self, batchdata: Mapping[str, Any], device=None, non_blocking: bool = False, **kwargs):
+        images = torch.as_tensor(batchdata["image"])
+        if images.ndim != 5:
+            raise ValueError(f"expected two-view images [B, V, C, H, W], got shape {tuple(images.shape)}")
+        b, v = images.shape[:2]
+        if b * v < 2:
+            raise ValueError(f"a contrastive batch needs at least 2 views in total, got B={b}, V={v}")
+        x = images.reshape(b * v, *images.shape[2:]).to(device=device, non_blocking=non_blocking)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.method == PretrainMethod.SUPERVISED:
+            if "class_index" not in batchdata:
+                raise ValueError("the supervised baseline needs fine classes ('class_index'); index a RadImageNet tree")
+            target = torch.as_tensor(batchdata["class_index"]).long().repeat_interleave(v).to(device, non_blocking=non_blocking)
+        else:
+            target = torch.as_tensor(batchdata["label"]).float().to(device, non_blocking=non_blocking)
+        return x, target
+
+
+class ViewLoss(nn.Module):
+    """Adapts a ``[B, V, D]`` contrastive loss to the trainer's flat ``[B·V, D]`` predictions (image-major rows)."""
+
+    def __init__(self, loss: nn.Module, num_views: int = 2):
+        super().__init__()
+        self.loss, self.num_views = loss, num_views
+
+    @property
+    def last_diagnostics(self) -> dict:
+        return getattr(self.loss, "last_diagnostics", {})
+
+    def forward(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if pred.shape[0] % self.num_views:
+            raise ValueError(f"{pred.shape[0]} predictions are not a multiple of {self.num_views} views")
+        return self.loss(pred.reshape(pred.shape[0] // self.num_views, self.num_views, -1), labels)
+
+
+def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_classes: int | None = None,
+                            stem: str = "conv3x3", projection_dim: int = 128, channels_last: bool = True) -> nn.Module:
+    """ResNet-18 encoder + projection head (contrastive) or linear classifier (supervised)."""
+    from ..networks import ContrastiveModel, SupervisedModel, build_encoder
+
+    method = PretrainMethod(method)
+    encoder = build_encoder(stem=stem)
+    if method == PretrainMethod.SUPERVISED:
+        if not num_classes:
+            raise ValueError("the supervised baseline needs num_classes (the datalist's 'classes')")
+        model = SupervisedModel(encoder, num_classes)
+    else:
+        model = ContrastiveModel(encoder, projection_dim=projection_dim)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def build_pretraining_loss(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_views: int = 2,
+                           temperature: float | None = None, threshold: float = 0.3) -> nn.Module:
+    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1) or cross-entropy, ready for the trainer."""
+    from ..losses import MulSupConLoss, NTXentLoss
+
+    method = PretrainMethod(method)
+    if method == PretrainMethod.SUPERVISED:
+        return nn.CrossEntropyLoss()
+    if method == PretrainMethod.SIMCLR:
+        return ViewLoss(NTXentLoss(temperature=temperature or 0.1), num_views)
+    return ViewLoss(MulSupConLoss(temperature=temperature or 0.07, threshold=threshold), num_views)
+
+
+# handlers ---------------------------------------------------------------------------------------------------
+class EpochSeeding:
+    """Reseed every random source at the start of each epoch from ``seed + epoch``.
+
+    Epoch ``e`` then sees the same shuffling and augmentations whether the run was interrupted before it or not,
+    which is what makes resuming reproduce an uninterrupted run exactly (on CPU).
+    """
+
+    def __init__(self, seed: int = 0, transform=None):
+        self.seed, self.transform = int(seed), transform
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine) -> None:
+        s = self.seed + int(engine.state.epoch)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+        if self.transform is not None and hasattr(self.transform, "set_random_state"):
+            self.transform.set_random_state(seed=s % 2**32)
+
+
+class ProgressBar:
+    """tqdm progress bar with the running loss (ignite's ``ProgressBar``, attachable from a bundle's handler list)."""
+
+    def __init__(self, persist: bool = False):
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        self.bar = IgniteProgressBar(persist=persist)
+
+    def attach(self, engine) -> None:
+        from monai.utils import CommonKeys
+
+        self.bar.attach(engine, output_transform=lambda out: {"loss": out[CommonKeys.LOSS].detach().item()})
+
+
+class FiniteLossGuard:
+    """Stop with a clear error at the first non-finite loss, naming epoch, iteration and the usual causes."""
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        from monai.utils import CommonKeys
+
+        loss = engine.state.output[CommonKeys.LOSS]
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
+                "training stopped (lower the learning rate, check for constant images, or disable AMP)"
+            )
+
+
+class PretrainDiagnostics:
+    """Contrastive diagnostics and throughput, as epoch means in ``engine.state.metrics``.
+
+    Metrics: ``positives_per_anchor``, ``partial_positive_share`` (MulSupCon only), ``images_per_second`` (original
+    images, not views), ``epoch_seconds``, ``lr``. MONAI's Stats/TensorBoard handlers log ``engine.state.metrics`` at
+    each epoch end. The diagnostics stay on the device during the epoch (no host sync per step).
+    """
+
+    def __init__(self, loss: nn.Module | None = None, optimizer=None, num_views: int = 2):
+        self.loss, self.optimizer, self.num_views = loss, optimizer, num_views
+        self._t0, self._images, self._steps, self._sums = 0.0, 0, 0, {}
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _start(self, engine) -> None:
+        self._t0, self._images, self._steps, self._sums = time.perf_counter(), 0, 0, {}
+
+    def _iteration(self, engine) -> None:
+        from monai.utils import CommonKeys
+
+        self._images += int(engine.state.output[CommonKeys.IMAGE].shape[0]) // self.num_views
+        self._steps += 1
+        for k, v in (getattr(self.loss, "last_diagnostics", None) or {}).items():
+            self._sums[k] = self._sums.get(k, 0) + v.detach()
+
+    def _epoch(self, engine) -> None:
+        dt = max(time.perf_counter() - self._t0, 1e-9)
+        for k, v in self._sums.items():
+            engine.state.metrics[k] = float(v) / max(self._steps, 1)
+        engine.state.metrics["images_per_second"] = self._images / dt
+        engine.state.metrics["epoch_seconds"] = dt
+        if self.optimizer is not None:
+            engine.state.metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
+
+
+class PretrainCheckpoint:
+    """Atomic checkpoints every ``interval`` epochs and at the end, and exact resume.
+
+    A checkpoint holds model, optimiser, scheduler, AMP scaler, trainer epoch/iteration, the RNG states and a
+    ``config`` fingerprint (method, label width, classes, image size, stem, batch size ...). Resuming from a checkpoint
+    of another configuration is refused. Files are written to a temporary name and renamed, so a crash never leaves a
+    truncated ``checkpoint_epoch=N.pt``; loading uses ``torch.load(weights_only=True)``.
+
+    At the end it also writes ``checkpoint_final.pt``, the encoder alone (``encoder.pt``, loadable into plain MONAI
+    ``resnet18``), ``config.json``, and -- when ``model_file`` is given -- the whole network's state dict there (the
+    bundle's ``models/model.pt``).
+    """
+
+    def __init__(self, save_dir: str | Path, model: nn.Module, optimizer=None, scheduler=None, interval: int = 1,
+                 config: Mapping[str, Any] | None = None, resume_from: str | Path | None = None, keep_last: int = 2,
+                 export_encoder: bool = True, model_file: str | Path | None = None):
+        self.save_dir = Path(save_dir)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.interval, self.keep_last = max(1, int(interval)), keep_last
+        self.config = _jsonable(dict(config or {}))
+        self.resume_from = str(resume_from) if resume_from else None
+        self.export_encoder = export_encoder
+        self.model_file = Path(model_file) if model_file else None
+        self.saved: list[Path] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        if self.resume_from:
+            engine.add_event_handler(Events.STARTED, self._resume)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    # saving
+    def state_dict(self, engine) -> dict:
+        return {
+            "model": _unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": engine.scaler.state_dict() if getattr(engine, "scaler", None) is not None else {},
+            "epoch": int(engine.state.epoch),
+            "iteration": int(engine.state.iteration),
+            "rng": _rng_state(),
+            "config": self.config,
+        }
+
+    def save(self, engine, name: str) -> Path | None:
+        if _rank() != 0:  # under DDP every rank holds the same weights; one writer
+            return None
+        path = self.save_dir / name
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(engine), tmp)
+        return path
+
+    def _epoch_completed(self, engine) -> None:
+        if engine.state.epoch % self.interval == 0 and engine.state.epoch < engine.state.max_epochs:
+            path = self.save(engine, f"checkpoint_epoch={engine.state.epoch}.pt")
+            if path is None:
+                return
+            self.saved.append(path)
+            for old in self.saved[: -self.keep_last] if self.keep_last else []:
+                old.unlink(missing_ok=True)
+            self.saved = self.saved[-self.keep_last:] if self.keep_last else self.saved
+
+    def _completed(self, engine) -> None:
+        if self.save(engine, "checkpoint_final.pt") is None:
+            return
+        if self.export_encoder:
+            from ..networks.export import export_encoder
+
+            export_encoder(_unwrap(self.model), self.save_dir / "encoder.pt")
+        if self.model_file is not None:
+            with atomic_path(self.model_file) as tmp:
+                torch.save(_unwrap(self.model).state_dict(), tmp)
+            with atomic_path(self.save_dir / "config.json") as tmp:
+                tmp.write_text(json.dumps(self.config, indent=2))
+
+    # resuming
+    def _resume(self, engine) -> None:
+        ckpt = load_checkpoint(self.resume_from)
+        theirs = ckpt.get("config", {})
+        diff = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
+        if diff:
+            details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {self.config.get(k)!r}" for k in diff[:6])
+            raise CheckpointError(f"{self.resume_from} was written by a different configuration ({details})")
+        _unwrap(self.model).load_state_dict(ckpt["model"])
+        if self.optimizer is not None and ckpt.get("optimizer"):
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler"):
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if getattr(engine, "scaler", None) is not None and ckpt.get("scaler"):
+            engine.scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt.get("rng", {}))
+        engine.state.epoch = int(ckpt["epoch"])
+        engine.state.iteration = int(ckpt["iteration"])
+        if engine.state.epoch >= engine.state.max_epochs:
+            engine.terminate()
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)`` with a clear error for anything that is not a monai-modan checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, refused globals: all mean "not a weights file"
+        raise CheckpointError(f"{path} is not a weights file that can be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"{path} is not a monai-modan training checkpoint (expected keys 'model', 'epoch', ...)")
+    return ckpt
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain network inside DistributedDataParallel / DataParallel (checkpoints never carry 'module.')."""
+    return getattr(model, "module", model)
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": _py_state(random.getstate()),
+    }
+
+
+def _py_state(state):
+    return [state[0], list(state[1]), state[2]]
+
+
+def _set_rng_state(state: Mapping) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Config values as plain JSON types so they compare equal after a save/load round trip."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def config_fingerprint(**values: Any) -> dict:
+    """What must match for a resume to be valid (anything that changes shapes or the meaning of the labels)."""
+    return _jsonable(values)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+

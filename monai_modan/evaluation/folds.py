@@ -1,0 +1,416 @@
+"""Fixed cross-validation folds for downstream evaluation: made once, saved, reused by every method and init.
+
+The protocol (after the ModAn paper): a task's images are partitioned once into ``k`` stratified test folds
+(grouped by patient/case when the data have groups). For fold ``f`` the other ``k - 1`` folds form the training
+part, from which a stratified, grouped validation part is held out for model selection; the label-fraction
+experiments draw a stratified subset of the remaining training part. Every method, initialisation and repeat
+reads the same saved :class:`FoldPlan`, so their AUCs are paired fold by fold and repeat by repeat.
+
+Why save the partition rather than re-derive it from the seed: sklearn's splitters are deterministic for a seed,
+but their algorithms may change between versions; a saved plan plus a fingerprint of the data is the only way to
+prove that two runs used the same folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from ..utils.io import atomic_write_json
+
+__all__ = [
+    "FoldPlan",
+    "FoldPlanError",
+    "FoldPlanMismatchError",
+    "VALIDATION_SPLIT_METHOD",
+    "data_fingerprint",
+    "make_folds",
+    "load_or_make_folds",
+    "subsample_training",
+]
+
+FORMAT = "monai-modan/fold-plan/1"
+
+VALIDATION_SPLIT_METHOD = (
+    "validation = one fold of StratifiedGroupKFold(n_splits=round(1 / val_fraction), shuffle=True) over the "
+    "training part's groups when the task has groups (its size is 1 / n_splits of the groups, e.g. 20 % for the "
+    "default val_fraction = 0.2), otherwise a stratified train_test_split(test_size=val_fraction)"
+)
+
+
+class FoldPlanError(ValueError):
+    """The data cannot be partitioned as asked (one class, too few samples or groups), or a plan file is invalid."""
+
+
+class FoldPlanMismatchError(FoldPlanError):
+    """A saved fold plan was made for other data (or other settings) than the data it is asked to split."""
+
+
+def _as_labels(labels: Sequence[Any] | np.ndarray) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise FoldPlanError(f"labels must be a 1-D sequence of 0/1, got shape {tuple(y.shape)}")
+    if y.size == 0:
+        raise FoldPlanError("labels are empty: nothing to split")
+    try:
+        yi = y.astype(np.int64)
+    except (TypeError, ValueError):
+        raise FoldPlanError(f"labels must be 0/1, found values {sorted(set(y.tolist()))[:10]}") from None
+    if not np.array_equal(yi, y) or not np.isin(yi, (0, 1)).all():
+        raise FoldPlanError(f"labels must be 0/1, found values {sorted(set(y.tolist()))[:10]}")
+    return yi
+
+
+def _as_group_codes(groups: Sequence[Hashable] | np.ndarray | None, n: int) -> np.ndarray | None:
+    """``[N]`` int64 codes of the groups in order of first appearance (raw group ids never leave this module)."""
+    if groups is None:
+        return None
+    raw = list(groups)
+    if len(raw) != n:
+        raise FoldPlanError(f"groups has {len(raw)} entries for {n} labels")
+    missing = [i for i, g in enumerate(raw) if g is None or (isinstance(g, str) and not g)]
+    if missing:
+        raise FoldPlanError(f"{len(missing)} samples have no group (first at index {missing[0]}): give every sample "
+                            "a group, or none")
+    codes: dict[Hashable, int] = {}
+    return np.asarray([codes.setdefault(str(g), len(codes)) for g in raw], dtype=np.int64)
+
+
+def data_fingerprint(ids: Sequence[Any], labels: Sequence[Any], groups: Sequence[Any] | None = None) -> str:
+    """SHA-256 of the ordered image ids, labels and groups: fold indices are positions, so order matters."""
+    payload = json.dumps({"ids": [str(i) for i in ids], "labels": [int(v) for v in labels],
+                          "groups": None if groups is None else [str(g) for g in groups]}, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _units_per_class(y: np.ndarray, g: np.ndarray | None) -> dict[int, int]:
+    """Per class, the number of groups holding it (or of samples when ungrouped)."""
+    if g is None:
+        return {c: int((y == c).sum()) for c in (0, 1)}
+    return {c: int(np.unique(g[y == c]).size) for c in (0, 1)}
+
+
+def _assert_no_leakage(parts: Mapping[str, np.ndarray], groups: np.ndarray | None) -> None:
+    """Raise ``AssertionError`` (also under ``python -O``) if two parts share a sample or a group."""
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = np.intersect1d(parts[a], parts[b])
+            if shared.size:
+                raise AssertionError(f"split leakage: {shared.size} samples are in both {a} and {b}")
+            if groups is not None:
+                shared_g = np.intersect1d(groups[parts[a]], groups[parts[b]])
+                if shared_g.size:
+                    raise AssertionError(f"split leakage: {shared_g.size} groups are in both {a} and {b}")
+
+
+@dataclass
+class FoldPlan:
+    """A fixed stratified (grouped) k-fold partition of one task's samples.
+
+    Attributes:
+        test_folds: per fold, the sorted ``[n_f]`` int64 indices of its test samples; every sample is in exactly
+            one test fold.
+        labels: ``[N]`` int64 0/1 labels the plan was stratified on.
+        groups: ``[N]`` int64 group codes (first-appearance order of the raw group ids, which are not stored) or
+            ``None``.
+        fingerprint: :func:`data_fingerprint` of the image ids, labels and raw groups.
+        seed: ``random_state`` of the splitter.
+        method: ``"StratifiedGroupKFold"`` or ``"StratifiedKFold"``.
+    """
+
+    test_folds: list[np.ndarray]
+    labels: np.ndarray
+    groups: np.ndarray | None
+    fingerprint: str
+    seed: int
+    method: str
+
+    def __post_init__(self) -> None:
+        self.labels = _as_labels(self.labels)
+        n = self.labels.size
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups, dtype=np.int64)
+            if self.groups.shape != (n,):
+                raise FoldPlanError(f"fold plan has {self.groups.size} group codes for {n} labels")
+        self.test_folds = [np.sort(np.asarray(f, dtype=np.int64)) for f in self.test_folds]
+        everything = np.concatenate(self.test_folds) if self.test_folds else np.zeros(0, np.int64)
+        if len(self.test_folds) < 2 or everything.size != n or not np.array_equal(np.sort(everything), np.arange(n)):
+            raise FoldPlanError(f"fold plan is not a partition: {len(self.test_folds)} folds hold {everything.size} "
+                                f"indices for {n} samples (each sample must be in exactly one test fold)")
+        _assert_no_leakage({f"test fold {i}": f for i, f in enumerate(self.test_folds)}, self.groups)
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.test_folds)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.labels.size)
+
+    def _check_fold(self, fold: int) -> int:
+        if not 0 <= int(fold) < self.n_folds:
+            raise FoldPlanError(f"fold {fold} does not exist: the plan has folds 0..{self.n_folds - 1}")
+        return int(fold)
+
+    def train_test(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(train_idx, test_idx)`` of ``fold``: the training part is every other fold."""
+        test = self.test_folds[self._check_fold(fold)]
+        return np.setdiff1d(np.arange(self.n_samples), test), test
+
+    def split(self, fold: int, val_fraction: float = 0.2,
+              seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(train_idx, val_idx, test_idx)`` of ``fold``, sorted int64 indices, no sample or group in two parts.
+
+        The validation part is held out of the training part (the other folds), stratified by label and grouped
+        (see :data:`VALIDATION_SPLIT_METHOD`); with groups its size is ``1 / round(1 / val_fraction)`` of the
+        training part's groups. ``val_fraction = 0`` gives an empty validation part. Deterministic for a
+        ``seed`` (default: the plan's seed; pass the repeat's seed to vary validation across repeats).
+
+        Raises:
+            FoldPlanError: the validation or the remaining training part would miss a class.
+        """
+        fold = self._check_fold(fold)
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise FoldPlanError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        seed = self.seed if seed is None else int(seed)
+        rest, test = self.train_test(fold)
+        if val_fraction == 0:
+            train, val = rest, np.zeros(0, np.int64)
+        else:
+            train, val = self._hold_out(fold, rest, float(val_fraction), seed)
+        _assert_no_leakage({"train": train, "validation": val, "test": test}, self.groups)
+        return train, val, test
+
+    def _hold_out(self, fold: int, rest: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        y = self.labels[rest]
+        units = _units_per_class(y, None if self.groups is None else self.groups[rest])
+        unit = "samples" if self.groups is None else "groups"
+        if self.groups is None:
+            try:
+                train, val = train_test_split(rest, test_size=val_fraction, stratify=y, random_state=seed)
+            except ValueError as e:
+                raise FoldPlanError(f"cannot hold out a stratified validation part of fold {fold} (training part: "
+                                    f"class 0 has {units[0]} {unit}, class 1 has {units[1]}): {e}") from None
+        else:
+            n_splits = max(2, round(1.0 / val_fraction))
+            n_groups = int(np.unique(self.groups[rest]).size)
+            if n_groups < n_splits:
+                raise FoldPlanError(f"cannot hold out 1/{n_splits} of the groups of fold {fold} for validation: its "
+                                    f"training part has only {n_groups} groups")
+            splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            with warnings.catch_warnings():  # "least populated class" warning: checked below with a clear message
+                warnings.simplefilter("ignore", UserWarning)
+                keep, hold = next(splitter.split(rest, y, self.groups[rest]))
+            train, val = rest[keep], rest[hold]
+        train, val = np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
+        for name, part in (("validation", val), ("training", train)):
+            present = set(np.unique(self.labels[part]).tolist())
+            if present != {0, 1}:
+                missing = ({0, 1} - present).pop()
+                raise FoldPlanError(f"the {name} part of fold {fold} has no sample of class {missing} (the training "
+                                    f"part holds class {missing} in {units[missing]} {unit}); lower val_fraction "
+                                    "or use fewer folds")
+        return train, val
+
+    def subsample(self, train_idx: Sequence[int] | np.ndarray, fraction: float, seed: int | None = None) -> np.ndarray:
+        """:func:`subsample_training` with the plan's labels and groups (default seed: the plan's)."""
+        return subsample_training(train_idx, self.labels, self.groups, fraction, self.seed if seed is None else seed)
+
+    # -- persistence ------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "method": self.method, "seed": self.seed, "n_folds": self.n_folds,
+                "n_samples": self.n_samples, "fingerprint": self.fingerprint, "labels": self.labels.tolist(),
+                "groups": None if self.groups is None else self.groups.tolist(),
+                "test_folds": [f.tolist() for f in self.test_folds]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "fold plan") -> FoldPlan:
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise FoldPlanError(f"{source} is not a fold plan (format {found!r}, expected {FORMAT!r})")
+        try:
+            return cls(test_folds=[np.asarray(f, dtype=np.int64) for f in data["test_folds"]],
+                       labels=np.asarray(data["labels"]), groups=data["groups"], fingerprint=str(data["fingerprint"]),
+                       seed=int(data["seed"]), method=str(data["method"]))
+        except KeyError as e:
+            raise FoldPlanError(f"{source} lacks the key {e.args[0]!r}") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan as JSON, atomically."""
+        return atomic_write_json(path, self.to_dict(), indent=None)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FoldPlan:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FoldPlanError(f"fold plan {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FoldPlanError(f"cannot read fold plan {path}: {e}") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def make_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[Hashable] | np.ndarray | None = None,
+               n_folds: int = 5, seed: int = 0, *, ids: Sequence[Any] | None = None) -> FoldPlan:
+    """Partition ``N`` samples into ``n_folds`` stratified test folds.
+
+    ``StratifiedGroupKFold(shuffle=True, random_state=seed)`` when ``groups`` are given (no group is split;
+    class proportions are balanced over samples, so with equal group sizes each fold holds its share of each
+    class's groups within one), else ``StratifiedKFold`` (each fold holds its share of each class within one
+    sample).
+
+    Args:
+        labels: ``[N]`` 0/1 labels.
+        groups: ``[N]`` group ids (patient, case, exam) or ``None``.
+        n_folds: number of test folds, >= 2.
+        seed: splitter ``random_state``.
+        ids: ``[N]`` image ids for the fingerprint (default: positions ``0..N-1``).
+
+    Raises:
+        FoldPlanError: labels not 0/1, one class only, or a class with fewer samples (groups) than folds.
+    """
+    y = _as_labels(labels)
+    g = _as_group_codes(groups, y.size)
+    if int(n_folds) < 2:
+        raise FoldPlanError(f"n_folds must be >= 2, got {n_folds}")
+    n_folds = int(n_folds)
+    counts = np.bincount(y, minlength=2)
+    if (counts == 0).any():
+        present = int(np.argmax(counts))
+        raise FoldPlanError(f"labels contain one class only (class {present}, {counts[present]} samples): folds "
+                            "cannot be stratified and AUC is undefined")
+    unit = "samples" if g is None else "groups"
+    for c, k in _units_per_class(y, g).items():
+        if k < n_folds:
+            raise FoldPlanError(f"folds too small to stratify: class {c} has {k} {unit} for {n_folds} folds")
+    if g is None:
+        splitter: Any = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=int(seed))
+        folds = [test for _, test in splitter.split(np.zeros(y.size), y)]
+    else:
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=int(seed))
+        folds = [test for _, test in splitter.split(np.zeros(y.size), y, g)]
+    for i, test in enumerate(folds):
+        if np.unique(y[test]).size < 2:
+            raise FoldPlanError(f"test fold {i} of {n_folds} holds only class {y[test][0]} ({test.size} samples): "
+                                f"the groups are too few or too unequal to stratify; use fewer folds")
+    ids = [str(i) for i in range(y.size)] if ids is None else list(ids)
+    if len(ids) != y.size:
+        raise FoldPlanError(f"ids has {len(ids)} entries for {y.size} labels")
+    raw_groups = None if groups is None else [str(v) for v in groups]
+    return FoldPlan(test_folds=folds, labels=y, groups=g, fingerprint=data_fingerprint(ids, y, raw_groups),
+                    seed=int(seed), method=type(splitter).__name__)
+
+
+def _items_arrays(items: Sequence[Mapping[str, Any]], label_key: str, group_key: str,
+                  image_key: str) -> tuple[list[str], np.ndarray, list[str] | None]:
+    if not items:
+        raise FoldPlanError("the datalist has no items to split")
+    ids, labels = [], []
+    for i, it in enumerate(items):
+        if image_key not in it or label_key not in it:
+            raise FoldPlanError(f"datalist item {i} lacks {image_key!r} or {label_key!r}: {sorted(it)}")
+        label = it[label_key]
+        if isinstance(label, (list, tuple)) and len(label) == 1:
+            label = label[0]
+        if isinstance(label, (list, tuple)) or label not in (0, 1):
+            raise FoldPlanError(f"datalist item {i} ({it[image_key]}): {label_key!r} must be 0 or 1, got {label!r}")
+        ids.append(str(it[image_key]))
+        labels.append(int(label))
+    has_group = [group_key in it and it[group_key] not in (None, "") for it in items]
+    if any(has_group) and not all(has_group):
+        first = has_group.index(False)
+        raise FoldPlanError(f"datalist item {first} ({items[first][image_key]}) has no {group_key!r} while others "
+                            "do: give every item a group, or none")
+    groups = [str(it[group_key]) for it in items] if all(has_group) else None
+    return ids, np.asarray(labels, dtype=np.int64), groups
+
+
+def load_or_make_folds(path: str | Path, items: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int = 0, *,
+                       label_key: str = "label", group_key: str = "group", image_key: str = "image") -> FoldPlan:
+    """The task's fold plan: loaded from ``path`` if it exists, else made from ``items`` and saved there.
+
+    ``items`` are datalist entries ``{"image": ..., "label": 0|1, "group": ...}`` (``group`` optional, but then on
+    none of them); their order defines the indices.
+
+    Raises:
+        FoldPlanMismatchError: the saved plan was made for other items (fingerprint of image ids, labels and
+            groups differs) or with another ``n_folds``/``seed``; it is never silently replaced.
+    """
+    ids, labels, groups = _items_arrays(items, label_key, group_key, image_key)
+    path = Path(path)
+    if path.exists():
+        plan = FoldPlan.load(path)
+        fingerprint = data_fingerprint(ids, labels, groups)
+        if plan.fingerprint != fingerprint:
+            raise FoldPlanMismatchError(
+                f"fold plan {path} was made for other data ({plan.n_samples} samples, fingerprint "
+                f"{plan.fingerprint[:12]}...) than the {len(ids)} items given (fingerprint {fingerprint[:12]}...): "
+                "pass the datalist it was made from, or delete the plan to make new folds")
+        if plan.n_folds != int(n_folds) or plan.seed != int(seed):
+            raise FoldPlanMismatchError(
+                f"fold plan {path} has {plan.n_folds} folds with seed {plan.seed}, asked for {n_folds} folds with "
+                f"seed {seed}: pass the saved settings, or delete the plan to make new folds")
+        return plan
+    plan = make_folds(labels, groups, n_folds=n_folds, seed=seed, ids=ids)
+    plan.save(path)
+    return plan
+
+
+def subsample_training(train_idx: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray,
+                       groups: Sequence[Hashable] | np.ndarray | None, fraction: float, seed: int = 0) -> np.ndarray:
+    """A stratified subset of the training part for label-fraction experiments (100/50/25/10 %).
+
+    Per class, ``max(1, round(fraction * n))`` of its ``n`` units are kept, where units are groups (a group
+    counts for its majority label, ties to class 1) or, without groups, samples; all samples of a kept group are
+    kept. Subsets are nested: for one seed, the 10 % subset lies inside the 25 % one, and so on.
+
+    Args:
+        train_idx: indices (into ``labels``/``groups``) of the training part.
+        labels: ``[N]`` 0/1 labels of the whole task.
+        groups: ``[N]`` group ids of the whole task, or ``None``.
+        fraction: in ``(0, 1]``.
+        seed: drawing seed.
+
+    Returns:
+        sorted int64 indices, a subset of ``train_idx`` holding every class present in it.
+    """
+    if not 0.0 < float(fraction) <= 1.0:
+        raise FoldPlanError(f"label fraction must be in (0, 1], got {fraction}")
+    idx = np.unique(np.asarray(train_idx, dtype=np.int64))
+    y_all = _as_labels(labels)
+    if idx.size == 0:
+        raise FoldPlanError("the training part is empty")
+    if idx.min() < 0 or idx.max() >= y_all.size:
+        raise FoldPlanError(f"training indices out of range for {y_all.size} labels")
+    if float(fraction) == 1.0:
+        return idx
+    y = y_all[idx]
+    g = _as_group_codes(groups, y_all.size)
+    unit_of = idx if g is None else g[idx]  # unit id of each training sample
+    units = np.unique(unit_of)
+    # a unit's stratum: its majority label (ties -> 1), i.e. the label itself when ungrouped or for pure groups
+    pos = np.bincount(np.searchsorted(units, unit_of), weights=y, minlength=units.size)
+    size = np.bincount(np.searchsorted(units, unit_of), minlength=units.size)
+    stratum = (2 * pos >= size).astype(np.int64)
+    keep = []
+    for c in (0, 1):
+        members = units[stratum == c]
+        if members.size:
+            order = np.random.default_rng([int(seed), c]).permutation(members)  # fixed order -> nested subsets
+            keep.append(order[: max(1, int(np.floor(fraction * members.size + 0.5)))])
+    chosen = idx[np.isin(unit_of, np.concatenate(keep))]
+    missing = set(np.unique(y).tolist()) - set(np.unique(y_all[chosen]).tolist())
+    if missing:  # a class that lives only in groups dominated by the other class
+        raise FoldPlanError(f"a {fraction:.0%} subset of the training part has no sample of class {missing.pop()}")
+    return chosen

@@ -1,0 +1,120 @@
+"""Command line: index on real DICOM, auto-detection, clear one-line errors for user mistakes (no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monai_modan.__main__ import SourceType, detect_source, main
+from monai_modan.data.datalist import load_datalist
+
+
+def test_index_real_dicom_writes_datalist_and_report(dicom_dir, tmp_path, capsys):
+    out = tmp_path / "pacs.json"
+    assert main(["index", str(dicom_dir), "--out", str(out), "--quiet", "--workers", "0"]) == 0
+    data = load_datalist(out)
+    items = data.items("training")
+    assert len(items) == 40 and data.source == "dicom"
+    assert all(len(it["label"]) == data.space.width for it in items)
+    # every entry says which tag produced each label
+    by_name = {Path(it["image"]).name: it for it in items}
+    assert by_name["RG1_J2KI.dcm"]["modality"] == "XR" and by_name["RG1_J2KI.dcm"]["anatomy"] == "chest"
+    assert by_name["RG3_J2KR.dcm"]["label_source"] == {"modality": "Modality", "anatomy": "StudyDescription"}
+    report = (tmp_path / "pacs.report.md").read_text()
+    assert "| modality |" in report and "EXTREMITY" in report and "not DICOM" in report
+    rep = json.loads((tmp_path / "pacs.report.json").read_text())
+    assert rep["images"] == 40 and rep["skipped_by_reason"]["not DICOM"]["count"] == 1
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_no_identifier_reaches_any_output(dicom_dir, tmp_path):
+    import re
+
+    import pydicom
+
+    out = tmp_path / "pacs.json"
+    main(["index", str(dicom_dir), "--out", str(out), "--quiet", "--workers", "0"])
+    # file paths are the user's own folder names (a PACS export may name folders by patient ID: see docs);
+    # every value the indexer itself writes must be free of identifiers
+    data = json.loads(out.read_text())
+    for split in ("training", "validation", "test"):
+        for item in data.get(split, []):
+            item.pop("image")
+    report = json.loads((tmp_path / "pacs.report.json").read_text())
+    for info in report["skipped_by_reason"].values():
+        info.pop("examples")
+    report.pop("root")
+    cache = json.loads((tmp_path / "pacs.dicom-cache.json").read_text())
+    written = json.dumps(data) + json.dumps(report) + json.dumps(list(cache["files"].values()))
+    identifiers = set()
+    for f in dicom_dir.rglob("*"):
+        if f.is_file() and f.suffix != ".csv":
+            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+            for kw in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName"):
+                v = str(ds.get(kw, "") or "").strip()
+                if len(v) >= 3:
+                    identifiers.add(v)
+    assert len(identifiers) > 5, "the real files do carry identifiers"
+    leaked = {v for v in identifiers if re.search(rf"(?<![\w]){re.escape(v)}(?![\w])", written)}
+    assert not leaked
+
+
+def test_detect_source(tmp_path, medmnist_dir):
+    (tmp_path / "radiology_ai" / "CT" / "lung" / "normal").mkdir(parents=True)
+    (tmp_path / "radiology_ai" / "CT" / "lung" / "normal" / "a.png").write_bytes(b"x")
+    assert detect_source(tmp_path) == SourceType.RADIMAGENET
+    assert detect_source(medmnist_dir / "breastmnist.npz") == SourceType.MEDMNIST
+    assert detect_source(medmnist_dir) == SourceType.MEDMNIST
+    (tmp_path / "dcm").mkdir()
+    assert detect_source(tmp_path / "dcm") == SourceType.DICOM
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [(["/nonexistent/folder"], "no such file or folder"),
+     (["{empty}"], "no files found"),
+     (["{junk}"], "no usable image found"),
+     (["{dicom}", "--vocab", "{badyaml}"], "unknown group 'colour'"),
+     (["{dicom}", "--groups", "colour"], "unknown extra group 'colour'")],
+)
+def test_user_mistakes_give_one_clear_line(tmp_path, dicom_dir, capsys, argv_tail, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not an image")
+    (tmp_path / "bad.yaml").write_text("groups:\n  colour:\n    classes:\n      red: [RED]\n")
+    fill = {"{empty}": str(tmp_path / "empty"), "{junk}": str(tmp_path / "junk"), "{dicom}": str(dicom_dir / "pydicom_test_files"),
+            "{badyaml}": str(tmp_path / "bad.yaml")}
+    argv = ["index", *[fill.get(a, a) for a in argv_tail], "--out", str(tmp_path / "o.json"), "--quiet", "--workers", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.startswith("error: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output(tmp_path, dicom_dir, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    assert main(["index", str(dicom_dir / "pydicom_test_files"), "--out", str(locked / "x.json"), "--quiet"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_unwritable_output_as_root_too(tmp_path, dicom_dir, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert main(["index", str(dicom_dir / "pydicom_test_files"), "--out", str(blocker / "x.json"), "--quiet", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "x.json" in err
+
+
+def test_help_explains_every_command():
+    out = subprocess.run([sys.executable, "-m", "monai_modan", "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("index", "synth", "minirin"):
+        assert cmd in out
+    out = subprocess.run([sys.executable, "-m", "monai_modan", "index", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--vocab" in out and "--source" in out and "patient-identifying" in out

@@ -1,0 +1,142 @@
+"""The modan_pretrain bundle end to end on the embedded synthetic corpus (CPU, 32 px): every method runs, resuming
+reproduces an uninterrupted run exactly, bad resumes and bad data are refused, and MONAI's bundle checks pass."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ckpt_export, run, verify_metadata, verify_net_in_out
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "modan_pretrain"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO / "monai_modan" / "resources" / "bundle_meta_schema.json"
+
+SMALL = {"image_size": 32, "batch_size": 16, "synthetic_images_per_class": 4, "checkpoint_interval": 1}
+
+
+def _run(tmp: Path, *overlays: str, **overrides):
+    files = [str(CONFIGS / "train.json")] + [str(CONFIGS / o) for o in overlays]
+    kwargs = {**SMALL, "output_dir": str(tmp), "model_file": str(tmp / "model.pt"), **overrides}
+    run(config_file=files if len(files) > 1 else files[0], bundle_root=str(BUNDLE),
+        logging_file=str(CONFIGS / "logging.conf"), **kwargs)
+
+
+def _chain(exc: BaseException) -> str:
+    """Messages of an exception and its causes (the bundle runner wraps errors in RuntimeError)."""
+    parts = []
+    while exc is not None:
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def _assert_fails(match: str, *args, **kwargs) -> str:
+    with pytest.raises(Exception) as info:
+        _run(*args, **kwargs)
+    text = _chain(info.value)
+    assert re.search(match, text), text
+    return text
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """One synthetic corpus + datalist shared by the tests (generated through the bundle's own default path)."""
+    from monai_modan.engines.pretrain import prepare_pretraining_datalist
+
+    root = tmp_path_factory.mktemp("corpus")
+    return prepare_pretraining_datalist(root, images_per_class=4, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("mulsupcon")
+    _run(out, epochs=2, datalist=corpus)
+    return out
+
+
+def test_mulsupcon_run_writes_everything(two_epoch_run):
+    out = two_epoch_run
+    for name in ("checkpoint_final.pt", "checkpoint_epoch=1.pt", "encoder.pt", "config.json", "model.pt"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir()), "TensorBoard scalars written"
+    ckpt = torch.load(out / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["method"] == "mulsupcon"
+    assert {"model", "optimizer", "scheduler", "rng", "config"} <= set(ckpt)
+    assert not list(out.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, two_epoch_run, corpus):
+    _run(tmp_path, epochs=2, datalist=corpus, resume_from=str(two_epoch_run / "checkpoint_epoch=1.pt"))
+    full = torch.load(two_epoch_run / "checkpoint_final.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)["model"]
+    assert full.keys() == resumed.keys()
+    for k in full:
+        torch.testing.assert_close(resumed[k], full[k], rtol=0, atol=0, msg=k)
+
+
+def test_resume_from_other_configuration_is_refused(tmp_path, two_epoch_run, corpus):
+    text = _assert_fails("different configuration.*image_size: checkpoint 32 vs now 24", tmp_path, epochs=2,
+                         datalist=corpus, image_size=24, resume_from=str(two_epoch_run / "checkpoint_epoch=1.pt"))
+    assert "CheckpointError" in text
+
+
+def test_resume_from_a_file_that_is_not_weights(tmp_path, corpus):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"definitely not a checkpoint")
+    _assert_fails("bogus.pt is not a weights file", tmp_path, epochs=1, datalist=corpus, resume_from=str(bogus))
+
+
+@pytest.mark.parametrize("overlay, method", [("simclr.json", "simclr"), ("supervised.json", "supervised")])
+def test_baselines_run_as_overlays(tmp_path, corpus, overlay, method):
+    _run(tmp_path, overlay, epochs=1, datalist=corpus)
+    ckpt = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["config"]["method"] == method
+    if method == "supervised":
+        n_classes = len(json.loads(Path(corpus).read_text())["classes"])
+        assert ckpt["model"]["classifier.weight"].shape[0] == n_classes
+
+
+def test_exported_encoder_loads_into_plain_monai_resnet18(two_epoch_run):
+    from monai.networks.nets import resnet18
+
+    net = resnet18(spatial_dims=2, n_input_channels=1, conv1_t_size=3, conv1_t_stride=1, num_classes=2)
+    missing, unexpected = net.load_state_dict(torch.load(two_epoch_run / "encoder.pt", weights_only=True), strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+
+
+def test_inference_overlay_writes_embeddings(two_epoch_run, corpus):
+    import numpy as np
+
+    _run(two_epoch_run, "inference.json", datalist=corpus)
+    emb = np.load(two_epoch_run / "embeddings_training.npz")
+    n = len(json.loads(Path(corpus).read_text())["training"])
+    assert emb["embeddings"].shape == (n, 512) and np.isfinite(emb["embeddings"]).all()
+    assert set(emb["modality"]) <= {"CT", "MR", "US"}
+
+
+def test_too_few_images_for_a_batch(tmp_path, corpus):
+    _assert_fails(r"\d+ training images with batch_size=4096", tmp_path, epochs=1, datalist=corpus, batch_size=4096)
+
+
+def test_wrong_label_width_is_refused(tmp_path, corpus):
+    data = json.loads(Path(corpus).read_text())
+    data["training"][3]["label"] = data["training"][3]["label"][:-1]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    _assert_fails(r"training\[3\] has a label of width", tmp_path, epochs=1, datalist=str(bad))
+
+
+def test_bundle_metadata_and_network_checks(tmp_path, two_epoch_run):
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "train.json"), n=1, any=8)
+    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(two_epoch_run / "model.pt"),
+                meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "train.json"),
+                bundle_root=str(BUNDLE), input_shape=[1, 1, 32, 32], use_trace=True)
+    ts = torch.jit.load(str(tmp_path / "model.ts"))
+    assert ts(torch.rand(2, 1, 32, 32)).shape == (2, 128)
