@@ -64,7 +64,7 @@ def test_grouped_folds_keep_groups_whole_and_stratify_groups():
     for k, test in enumerate(plan.test_folds):
         for g in set(groups[test]):
             assert fold_of_group.setdefault(g, k) == k, f"group {g} split over folds"
-    group_label = {g: l for g, l in zip(groups, labels)}
+    group_label = dict(zip(groups, labels))
     for c in (0, 1):
         per_fold = [sum(group_label[g] == c for g in set(groups[test])) for test in plan.test_folds]
         assert max(per_fold) - min(per_fold) <= 1, per_fold
@@ -98,7 +98,8 @@ def test_fold_plan_json_round_trip(tmp_path):
 
 def test_load_or_make_reuses_and_refuses_other_data(tmp_path):
     labels, groups = grouped_task()
-    items = [{"image": f"/data/img{i}.png", "label": int(l), "group": g} for i, (l, g) in enumerate(zip(labels, groups))]
+    items = [{"image": f"/data/img{i}.png", "label": int(y), "group": g}
+             for i, (y, g) in enumerate(zip(labels, groups))]
     path = tmp_path / "task" / "folds.json"
     made = load_or_make_folds(path, items, n_folds=5, seed=1)
     assert path.is_file()
@@ -376,7 +377,8 @@ def test_write_report_files_tables_and_figures(tmp_path):
         # 4 repeats, every random repeat below modan: exact two-sided p = 2/16
         assert s.p_value == pytest.approx(0.125)
     assert "- Cross-validation: 3 fixed stratified folds" in md
-    assert "repeat seeds 0, 1, 2, 3" in md and "25% of each training part" in md and "0.2 of each training part" in md
+    assert "repeat seeds 0, 1, 2, 3" in md and "25% of each training part" in md and "val_fraction = 0.2;" in md
+    assert "smallest attainable p is 2 / 2^R (here 0.125 for R = 4)" in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / link).is_file(), link
     assert len(re.findall(r"!\[[^\]]*\]\(auc_box_", md)) == 4

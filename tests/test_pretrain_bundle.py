@@ -140,3 +140,23 @@ def test_bundle_metadata_and_network_checks(tmp_path, two_epoch_run):
                 bundle_root=str(BUNDLE), input_shape=[1, 1, 32, 32], use_trace=True)
     ts = torch.jit.load(str(tmp_path / "model.ts"))
     assert ts(torch.rand(2, 1, 32, 32)).shape == (2, 128)
+
+
+def test_multi_gpu_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):
+    """torchrun, 2 processes, gloo: the DDP overlay trains and rank 0 alone writes the checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    files = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(BUNDLE), "--datalist", corpus,
+           "--image_size", "32", "--batch_size", "8", "--epochs", "1", "--output_dir", str(tmp_path),
+           "--model_file", str(tmp_path / "model.pt"), "--logging_file", str(CONFIGS / "logging.conf")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["model"])
+    # the loss saw the global batch: 2 ranks x 8 images, so an anchor can have more than 7 same-label positives
+    assert "positives_per_anchor" in proc.stdout + proc.stderr

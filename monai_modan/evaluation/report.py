@@ -140,7 +140,7 @@ def _box_plot(cells: Sequence[InitSummary], mode: str, task: str, path: Path) ->
     ax.set_xticks(range(1, len(cells) + 1), [s.init + (" (ref.)" if s.reference else "") for s in cells],
                   rotation=30, ha="right")
     ax.set_ylabel("AUC (mean over folds, one point per repeat)")
-    ax.set_title(f"{task} -- {mode_title(mode)}", fontsize="medium")
+    ax.set_title(f"{task} – {mode_title(mode)}", fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -175,7 +175,7 @@ def _roc_plot(key: str, by_init: Mapping[str, Sequence[tuple[Any, Any]]], path: 
             ax.fill_between(grid, np.clip(mean_tpr - band, 0, 1), np.clip(mean_tpr + band, 0, 1),
                             color=line.get_color(), alpha=0.15, lw=0)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-           title=f"ROC -- {key} (mean over folds ± 1 sd)")
+           title=f"ROC – {key} (mean over folds ± 1 sd)")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     _save(fig, path)
@@ -194,7 +194,7 @@ def _protocol_lines(protocol: EvaluationProtocol, summaries: Sequence[InitSummar
         f"task has groups), the same folds for every initialisation and repeat; fold seed {given(protocol.fold_seed)}"
         f"; fold plan {given(protocol.fold_plan)}.",
         f"- Repeats: {'/'.join(map(str, repeats))} per (initialisation, mode, task); repeat seeds {given(seeds)}.",
-        f"- Validation split: {given(protocol.val_fraction)} of each training part; {protocol.validation}.",
+        f"- Validation split (model selection): val_fraction = {given(protocol.val_fraction)}; {protocol.validation}.",
         f"- Model selection: {given(protocol.model_selection)}.",
         f"- Label fraction: {given(fraction)}.",
         "- Metric: ROC AUC of each test fold; a repeat's score is the mean over its folds; cells give the mean ± "
@@ -202,7 +202,8 @@ def _protocol_lines(protocol: EvaluationProtocol, summaries: Sequence[InitSummar
         f"- Test: two-sided Wilcoxon signed-rank test of each initialisation against the reference "
         f"(**{reference_init}**), paired by repeat (scipy.stats.wilcoxon, zero_method={WILCOXON_ZERO_METHOD!r}: "
         "zero differences dropped, exact null distribution for small samples; p = 1 when all differences are zero). "
-        "No correction for multiple comparisons.",
+        f"No correction for multiple comparisons. With R paired repeats the smallest attainable p is 2 / 2^R "
+        f"(here {', '.join(f'{2 / 2 ** r:.3g} for R = {r}' for r in repeats)}).",
     ]
     return lines + [f"- {note}" for note in protocol.notes]
 
@@ -257,8 +258,9 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
                      "n_repeats": s.n_repeats, "n_folds": s.n_folds, "mean_auc": s.mean,
                      "sd_auc": _finite_or_none(s.sd), "p_value": s.p_value, "repeat_means": list(s.repeat_means),
                      "note": s.note} for s in summaries]
+    blank = {"sd_auc", "p_value"}  # None -> empty CSV cell
     atomic_write_text(put("summary.csv"), _csv_text(SUMMARY_FIELDS, (
-        {**r, "sd_auc": "" if r["sd_auc"] is None else r["sd_auc"], "p_value": "" if r["p_value"] is None else r["p_value"],
+        {**{k: "" if k in blank and v is None else v for k, v in r.items()},
          "repeat_means": " ".join(f"{m:.6f}" for m in r["repeat_means"])} for r in summary_rows)))
 
     tables = {mode: {"title": mode_title(mode), "columns": tasks,

@@ -156,7 +156,8 @@ def repeat_results(rows: Iterable[AucRow | Mapping[str, Any]]) -> list[RepeatRes
             raise ValueError(f"init={key[0]!r} mode={key[1]!r} task={key[2]!r} repeat {key[3]} has folds {list(got)}, "
                              f"but init={first[1][0]!r} repeat {first[1][3]} has folds {list(first[0])}: every "
                              "repeat must cover the same folds")
-    return [RepeatResult(*key, fold_aucs=tuple(per_fold[f] for f in sorted(per_fold))) for key, per_fold in folds.items()]
+    return [RepeatResult(*key, fold_aucs=tuple(per_fold[f] for f in sorted(per_fold)))
+            for key, per_fold in folds.items()]
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[flo
     ref = np.asarray(reference, dtype=np.float64)
     oth = np.asarray(other, dtype=np.float64)
     if ref.ndim != 1 or ref.shape != oth.shape or ref.size == 0:
-        raise ValueError(f"paired test needs two 1-D sequences of equal, non-zero length, got {ref.shape} and {oth.shape}")
+        raise ValueError(f"paired test needs two 1-D sequences of equal, non-zero length, got {ref.shape} and "
+                         f"{oth.shape}")
     if not (np.isfinite(ref).all() and np.isfinite(oth).all()):
         raise ValueError("paired test got non-finite values")
     d = oth - ref

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .generic import LabelMapper, _csv_files, _drop_row_info, _finish, merge_csv_items, read_csv_items
+from .generic import LabelMapper, _csv_files, _drop_row_info, _finish, _natural_key, merge_csv_items, read_csv_items
 from .task import DownstreamError, TaskDatalist
 
 __all__ = ["TIRADS_CATEGORIES", "tirads_label", "convert_ddti", "convert_ddti_csv", "ddti_case"]
@@ -89,7 +89,7 @@ def convert_ddti(root: str | Path, out: str | Path, *, malignant_from: str = "4a
     if not xmls:
         raise DownstreamError(f"{root}: no DDTI case files (<case>.xml beside <case>_<k>.jpg)")
     images: dict[str, list[Path]] = defaultdict(list)
-    for p in sorted(root.iterdir(), key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]):
+    for p in sorted(root.iterdir(), key=lambda p: _natural_key(p.name)):
         if m := _IMAGE.match(p.name):
             images[m.group(1)].append(p)
     items, excluded = [], []

@@ -103,7 +103,7 @@ def apply_duplicate_policy(items: Sequence[dict[str, Any]], hashes: Sequence[str
         if policy == DuplicatePolicy.KEEP:
             continue
         for rank, i in enumerate(members):
-            others = ", ".join(n for n in names if n != name(items[i]))
+            others = ", ".join(n for r, n in enumerate(names) if r != rank)
             if len(labels) > 1:
                 dropped[i] = f"exact duplicate with a conflicting label (same pixels as {others}): every copy dropped"
             elif policy == DuplicatePolicy.DROP_ALL:

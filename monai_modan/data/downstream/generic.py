@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from .duplicates import PILLOW_SUFFIXES, DuplicatePolicy, apply_duplicate_policy, pixel_hash
-from .task import (DownstreamError, TaskDatalist, _ReferenceChecker, load_task_datalist, parse_binary_label,
-                   write_task_datalist)
+from .task import (_RESERVED, DownstreamError, TaskDatalist, _ReferenceChecker, load_task_datalist,
+                   parse_binary_label, write_task_datalist)
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -321,9 +321,11 @@ def convert_json(path: str | Path, out: str | Path, *, task: str | None = None,
     ``group``) -> validated task datalist with absolute image paths; ``task``/``positive`` override the file's."""
     items, meta = load_task_datalist(path)
     notes = list(meta.get("notes") or []) + [f"validated copy of {Path(path).absolute()}"]
+    provenance = {k: v for k, v in meta.items() if k not in _RESERVED}  # e.g. modality, anatomy, seed
+    provenance.setdefault("source", "json")
+    provenance.setdefault("root", str(Path(path).absolute().parent))
     return _finish(items, out, task=task or str(meta["task"]), positive=positive or str(meta["positive"]),
-                   notes=notes, excluded=list(meta.get("excluded") or []), source=str(meta.get("source", "json")),
-                   root=str(meta.get("root", Path(path).absolute().parent)))
+                   notes=notes, excluded=list(meta.get("excluded") or []), **provenance)
 
 
 def convert_medmnist(path: str | Path, out: str | Path, *, positive_labels: Iterable[int] | None = None,

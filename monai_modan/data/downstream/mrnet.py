@@ -43,8 +43,9 @@ class SlicePolicy(StrEnum):
     """Which slices of an exam's volume ``(S, H, W)`` become 2-D images.
 
     - ``central`` (default): ``num_slices`` consecutive slices centred on index ``S // 2`` (``num_slices=1``: just
-      ``S // 2``, the same slice as the reader's ``FramePolicy.MIDDLE``). In the sagittal plane the centre of the
-      field of view runs through the intercondylar notch, where the ACL lies.
+      ``S // 2``, the same slice as the reader's ``FramePolicy.MIDDLE``). Sagittal knee series are centred on the
+      joint, so the central slices usually pass near the intercondylar notch, where the ACL runs; an exam whose
+      ACL lies off-centre is mislabelled for a 2-D model -- a limitation of any fixed slice choice.
     - ``all``: every slice (most slices show no ACL; a weak but much larger data set).
     """
 

@@ -89,7 +89,7 @@ class TaskDatalist:
 
 
 def parse_binary_label(value: Any, where: str) -> int:
-    """``0``/``1`` (int, or a string such as ``"1"``, ``"yes"``, ``"false"``) -> int; else :class:`TaskDatalistError`."""
+    """``0``/``1`` (int, or text such as ``"1"``, ``"yes"``, ``"false"``) -> int; else :class:`TaskDatalistError`."""
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (int, np.integer)) and int(value) in (0, 1):
