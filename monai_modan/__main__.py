@@ -4,6 +4,7 @@ Commands
     index    folder (DICOM export, RadImageNet tree, MedMNIST .npz) -> datalist JSON + report
     synth    write the embedded synthetic corpus (RadImageNet layout + DICOM export + downstream tasks)
     minirin  sample miniRIN (<= N images per RadImageNet class, seeded) and write the chosen list + datalist
+    convert  a downstream data set (MRNet, BUSI, DDTI, CSV, folder per class, MedMNIST) -> binary task datalist
 """
 
 from __future__ import annotations
@@ -120,6 +121,31 @@ def _cmd_minirin(args) -> int:
     return 0
 
 
+def _parse_options(pairs: list[str] | None) -> dict:
+    """``key=value`` pairs; values are read as YAML scalars/lists (``true``, ``4b``, ``[2, 3]``)."""
+    import yaml
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option {pair!r}: write key=value, e.g. --option include_normal=false")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _cmd_convert(args) -> int:
+    from .data.downstream import convert
+
+    task = convert(args.source, args.kind, args.out, **_parse_options(args.option))
+    counts = task.counts
+    print(f"wrote {args.out}: {counts[1]} positive ({task.positive}), {counts[0]} negative, {len(task.groups)} groups; "
+          f"{len(task.excluded)} excluded")
+    for note in task.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 class UsageError(ValueError):
     """A user mistake: printed as one line, no traceback."""
 
@@ -178,6 +204,20 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     vocab_args(q)
     q.set_defaults(func=_cmd_minirin)
+
+    from .data.downstream.convert import TaskSource as TaskKind
+
+    q = sub.add_parser("convert", help="convert a downstream data set to a binary task datalist",
+                       description="Convert MRNet (ACL), BUSI, DDTI (XML or fold CSVs), a CSV (path,label[,group]), a "
+                                   "folder per class, a datalist JSON or a MedMNIST .npz into a task datalist with "
+                                   "'label' (1 = tear / malignant) and 'group' (patient / case when known). Masks, "
+                                   "duplicates and unusable items are excluded with reasons.")
+    q.add_argument("source", help="data set folder or file")
+    q.add_argument("--out", required=True, help="task datalist JSON to write")
+    q.add_argument("--kind", default="auto", choices=[k.value for k in TaskKind], help="force the layout")
+    q.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="converter option, e.g. slices=all, include_normal=false, malignant_from=4b, positive=malignant")
+    q.set_defaults(func=_cmd_convert)
     return p
 
 

@@ -118,3 +118,15 @@ def test_help_explains_every_command():
         assert cmd in out
     out = subprocess.run([sys.executable, "-m", "monai_modan", "index", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--vocab" in out and "--source" in out and "patient-identifying" in out
+
+
+def test_convert_breastmnist_and_option_errors(medmnist_dir, tmp_path, capsys):
+    out = tmp_path / "breast.json"
+    assert main(["convert", str(medmnist_dir / "breastmnist.npz"), "--out", str(out)]) == 0
+    assert "210 positive (malignant), 570 negative" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert sum(it["label"] for it in data["training"]) == 210
+    assert main(["convert", str(medmnist_dir / "breastmnist.npz"), "--out", str(out), "--option", "foo=1"]) == 2
+    assert "does not take option(s) ['foo']" in capsys.readouterr().err
+    assert main(["convert", str(medmnist_dir / "breastmnist.npz"), "--out", str(out), "--option", "nonsense"]) == 2
+    assert "write key=value" in capsys.readouterr().err
