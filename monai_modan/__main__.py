@@ -96,7 +96,7 @@ def _cmd_synth(args) -> int:
     print(f"wrote synthetic pretraining corpus to {args.out}: {corpus}")
     if not args.no_tasks:
         for task in SyntheticTask:
-            path = generate_downstream_task(task, Path(args.out) / "tasks" / str(task), n_images=args.task_images,
+            path = generate_downstream_task(task, Path(args.out) / "tasks", n_images=args.task_images,
                                             image_size=args.size, seed=args.seed)
             print(f"wrote synthetic downstream task {task}: {path}")
     return 0

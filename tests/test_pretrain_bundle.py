@@ -143,14 +143,14 @@ def test_bundle_metadata_and_network_checks(tmp_path, two_epoch_run):
 
 
 def test_multi_gpu_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):
-    """torchrun, 2 processes, gloo: the DDP overlay trains and rank 0 alone writes the checkpoint."""
+    """torchrun, 2 processes, gloo, no datalist given: rank 0 alone generates the corpus and writes the checkpoint."""
     import os
     import subprocess
     import sys
 
     files = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(BUNDLE), "--datalist", corpus,
+           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(BUNDLE), "--synthetic_images_per_class", "4",
            "--image_size", "32", "--batch_size", "8", "--epochs", "1", "--output_dir", str(tmp_path),
            "--model_file", str(tmp_path / "model.pt"), "--logging_file", str(CONFIGS / "logging.conf")]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
@@ -158,5 +158,6 @@ def test_multi_gpu_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpt = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["model"])
+    assert (tmp_path / "synthetic" / "datalist.json").is_file()
     # the loss saw the global batch: 2 ranks x 8 images, so an anchor can have more than 7 same-label positives
     assert "positives_per_anchor" in proc.stdout + proc.stderr

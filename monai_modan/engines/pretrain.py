@@ -60,32 +60,41 @@ def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path
 
     Indexes are written under ``output_dir`` and reused when they already exist.
     """
-    from ..data.datalist import load_datalist, write_datalist
-    from ..labels import LabelSpace
+    from ..data.datalist import load_datalist
 
     output_dir = Path(output_dir)
     if datalist:
         load_datalist(datalist)  # validate early: clear error before any training starts
         return str(datalist)
+    out = output_dir / "datalist.json" if dataset_dir else output_dir / "synthetic" / "datalist.json"
+    # under DDP one rank builds the index/corpus and the others wait, so they never write the same files at once
+    if _rank() == 0:
+        _build_pretraining_datalist(out, dataset_dir, images_per_class, image_size, seed, progress)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return str(out)
+
+
+def _build_pretraining_datalist(out: Path, dataset_dir, images_per_class: int, image_size: int, seed: int,
+                                progress: bool) -> None:
     from ..__main__ import index_path
+    from ..data.datalist import write_datalist
+    from ..labels import LabelSpace
 
     space = LabelSpace.default()
     if dataset_dir:
-        out = output_dir / "datalist.json"
-        result, classes = index_path(dataset_dir, space, progress=progress, cache=output_dir / "dicom-cache.json")
+        result, classes = index_path(dataset_dir, space, progress=progress, cache=out.parent / "dicom-cache.json")
     else:
         from ..data.synthetic import ensure_pretraining_corpus
 
-        corpus = ensure_pretraining_corpus(output_dir / "synthetic", images_per_class=images_per_class,
-                                           image_size=image_size, seed=seed, progress=progress)
-        out = output_dir / "synthetic" / "datalist.json"
+        corpus = ensure_pretraining_corpus(out.parent, images_per_class=images_per_class, image_size=image_size,
+                                           seed=seed, progress=progress)
         if out.exists():
-            return str(out)
+            return
         result, classes = index_path(corpus.radimagenet_root, space, "radimagenet", progress=progress)
     if not result.records:
         raise ValueError(f"{dataset_dir}: no usable image to pretrain on (see the index report)")
     write_datalist(result, space, out, classes=classes)
-    return str(out)
 
 
 def load_pretraining_data(datalist_path: str | Path, batch_size: int, method: PretrainMethod | str = PretrainMethod.MULSUPCON):
@@ -218,7 +227,8 @@ class EpochSeeding:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine) -> None:
-        s = self.seed + int(engine.state.epoch)
+        # ranks get distinct streams: the k-th image of every rank must not share its augmentation parameters
+        s = self.seed + int(engine.state.epoch) + 1_000_003 * _rank()
         random.seed(s)
         np.random.seed(s % 2**32)
         torch.manual_seed(s)
