@@ -1,9 +1,13 @@
 """Downstream evaluation protocol: fixed folds, AUC statistics, paired tests, the report and embedding views.
 
-UMAP and matplotlib are imported only when a figure is drawn.
+UMAP and matplotlib are imported only when a figure is drawn. The experiment runner (``experiment``) trains
+networks and imports torch, so it is exported lazily: the statistics stay importable without torch.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from monai_modan.evaluation.embedding import UNKNOWN, UmapPanels, knn_auc, pair_colours, umap_panels
 from monai_modan.evaluation.folds import (
@@ -31,6 +35,9 @@ from monai_modan.evaluation.stats import (
     read_results_csv,
     repeat_results,
 )
+
+_LAZY = {name: "monai_modan.evaluation.experiment"
+         for name in ("ExperimentConfig", "ExperimentError", "experiment_from_yaml", "run_experiment", "umap_items")}
 
 __all__ = [
     "AucRow",
@@ -63,4 +70,11 @@ __all__ = [
     "subsample_training",
     "umap_panels",
     "write_report",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

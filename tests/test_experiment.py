@@ -1,0 +1,307 @@
+"""The experiment runner end to end (CPU, 32 px, 40 images, 2 repeats x 3 folds, 2 epochs): folds reused by every
+init, no group leakage, resume, determinism, report files, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import resnet10
+from sklearn.metrics import roc_auc_score
+
+from monai_modan.data.synthetic import generate_downstream_task
+from monai_modan.engines.finetune import FinetuneMode, InitSpec, TaskImages, embed, repeat_seed
+from monai_modan.evaluation import FoldPlan, read_results_csv
+from monai_modan.evaluation import embedding as embedding_module
+from monai_modan.evaluation import experiment
+from monai_modan.evaluation.experiment import (ExperimentConfig, ExperimentError, experiment_from_yaml,
+                                               run_experiment, umap_items)
+from monai_modan.labels import LabelSpace
+from monai_modan.networks import CheckpointError, build_encoder, encoder_state_dict, export_encoder
+from monai_modan.networks import to_torchvision_state_dict
+
+SIZE, REPEATS, FOLDS = 32, 2, 3
+RECIPE = {"epochs": 2, "image_size": SIZE}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread for this module: on 32 px tensors more threads cost more than they gain, and their
+    spin-waits thrash when the machine is shared (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A grouped synthetic task, a monai-modan encoder file, a fake ImageNet file, a small UMAP datalist."""
+    root = tmp_path_factory.mktemp("exp")
+    task = generate_downstream_task("knee_acl", root, n_images=40, image_size=SIZE, images_per_case=2)
+    torch.manual_seed(0)
+    modan = export_encoder(build_encoder("conv7x7"), root / "modan.pt")  # conv7x7: a quarter of the conv3x3 cost
+    tv = to_torchvision_state_dict(encoder_state_dict(build_encoder("conv7x7")))
+    tv["conv1.weight"] = tv["conv1.weight"].repeat(1, 3, 1, 1) / 3  # what an RGB ImageNet file holds
+    tv["fc.weight"], tv["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    torch.save(tv, root / "resnet18.pth")
+    space = LabelSpace.default()
+    other = generate_downstream_task("breast_us", root, n_images=8, image_size=SIZE, images_per_case=1)
+    umap = []
+    for path, modality, anatomy in ((task, "MR", "knee"), (other, "US", "breast")):
+        for it in json.loads(Path(path).read_text())["training"][:10]:
+            labels = space.encode({"modality": modality, "anatomy": anatomy}).tolist()
+            umap.append({"image": it["image"], "modality": modality, "anatomy": anatomy, "label": labels})
+    umap_file = root / "umap_datalist.json"
+    umap_file.write_text(json.dumps({"format": "monai-modan/datalist/1", "source": "test",
+                                     "label_space": space.to_dict(), "training": umap}))
+    inits = {"scratch": None, "modan": str(modan), "imagenet": f"imagenet:{root / 'resnet18.pth'}"}
+    return {"root": root, "task": task, "inits": inits, "umap": umap_file}
+
+
+def config(setup, out_dir, **overrides) -> ExperimentConfig:
+    values = dict(tasks={"knee": str(setup["task"])}, inits=setup["inits"], out_dir=str(out_dir),
+                  reference_init="scratch", repeats=REPEATS, folds=FOLDS, recipe=RECIPE, device="cpu")
+    values.update(overrides)
+    return ExperimentConfig.from_dict(values)
+
+
+class Recorder:
+    """Wraps ``train_fold`` in the runner: records (init, mode, seed, split) of every call; can interrupt."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.calls: list[tuple[str, FinetuneMode, int, tuple[np.ndarray, ...]]] = []
+        self.stop_after = stop_after
+        self.real = experiment.train_fold
+
+    def __call__(self, images, labels, split, init, mode, *args, **kwargs):
+        if self.stop_after is not None and len(self.calls) >= self.stop_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls.append((init.name, FinetuneMode(mode), args[1], tuple(np.asarray(p).copy() for p in split)))
+        return self.real(images, labels, split, init, mode, *args, **kwargs)
+
+
+def run(cfg: ExperimentConfig, recorder: Recorder, umap_sink: dict | None = None) -> dict[str, Path]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiment, "train_fold", recorder)
+        if umap_sink is not None:  # the UMAP drawing itself is tested in test_evaluation.py (numba compile ~10 s)
+            def fake_umap(embeddings, out_png, seed=0, **kwargs):
+                umap_sink.update(embeddings)
+                Path(out_png).write_bytes(b"\x89PNG")
+
+            mp.setattr(embedding_module, "umap_panels", fake_umap)
+        return run_experiment(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def full_run(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "out"
+    cfg = config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5,
+                 umap_datalist=str(setup["umap"]))
+    recorder, umap = Recorder(), {}
+    written = run(cfg, recorder, umap)
+    items = json.loads(Path(setup["task"]).read_text())["training"]
+    return {"cfg": cfg, "out": out, "written": written, "calls": recorder.calls, "umap": umap,
+            "groups": np.asarray([it["group"] for it in items]), "plan": FoldPlan.load(out / "folds" / "knee.json")}
+
+
+def rows_of(path: Path) -> dict[tuple, float]:
+    return {(r.init, r.mode, r.task, r.repeat, r.fold): r.auc for r in read_results_csv(path)}
+
+
+def test_report_files_rows_and_protocol(full_run):
+    out, written = full_run["out"], full_run["written"]
+    expected = {"results.csv", "summary.csv", "summary.json", "report.md", "predictions.csv", "experiment.json",
+                "folds/knee.json", "umap.png", "roc_knee-fine-tuning.png", "roc_knee-linear-probing.png",
+                *(f"auc_box_{m}_knee.png" for m in ("fine-tuning", "linear-probing", "knn"))}
+    assert set(written) == expected and all(p.is_file() and p.stat().st_size for p in written.values())
+    rows = rows_of(out / "results.csv")
+    assert len(rows) == 3 * 3 * REPEATS * FOLDS  # inits x (fine-tuning, linear probing, kNN) x repeats x folds
+    assert {k[1] for k in rows} == {"fine_tuning", "linear_probing", "knn"}
+    assert all(np.isfinite(a) and 0.0 <= a <= 1.0 for a in rows.values())
+    summary = json.loads((out / "summary.json").read_text())
+    protocol = summary["protocol"]
+    assert protocol["repeat_seeds"] == [repeat_seed(0, r) for r in range(REPEATS)]
+    assert protocol["fold_plan"] == "knee: folds/knee.json" and protocol["fold_seed"] == 0
+    assert protocol["val_fraction"] == 0.2 and protocol["label_fraction"] == 1.0
+    assert "lowest validation loss" in protocol["model_selection"]
+    assert summary["reference_init"] == "scratch" and summary["inits"] == ["scratch", "modan", "imagenet"]
+    assert "ImageNet" in (out / "report.md").read_text()
+
+
+def test_predictions_are_the_test_folds_and_give_the_reported_auc(full_run):
+    plan, rows = full_run["plan"], rows_of(full_run["out"] / "results.csv")
+    with open(full_run["out"] / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    by_key: dict[tuple, list[dict]] = {}
+    for p in preds:
+        by_key.setdefault((p["init"], p["mode"], p["task"], int(p["repeat"]), int(p["fold"])), []).append(p)
+    assert set(by_key) == {k for k in rows if k[1] != "knn"}
+    for key, ps in by_key.items():
+        index = np.asarray([int(p["index"]) for p in ps])
+        assert np.array_equal(index, plan.test_folds[key[4]])
+        assert np.array_equal([int(p["label"]) for p in ps], plan.labels[index])
+        assert roc_auc_score([int(p["label"]) for p in ps], [float(p["score"]) for p in ps]) == pytest.approx(rows[key])
+
+
+def test_every_init_and_mode_uses_the_same_folds(full_run):
+    plan, calls = full_run["plan"], full_run["calls"]
+    assert len(calls) == 3 * 2 * REPEATS * FOLDS
+    seeds = [repeat_seed(0, r) for r in range(REPEATS)]
+    parts_by_unit: dict[tuple[int, int], set] = {}
+    for init, mode, seed, (train, val, test) in calls:
+        fold = next(f for f, t in enumerate(plan.test_folds) if np.array_equal(t, test))  # a fold of the saved plan
+        parts_by_unit.setdefault((seeds.index(seed), fold), set()).add((train.tobytes(), val.tobytes()))
+    assert len(parts_by_unit) == REPEATS * FOLDS
+    assert all(len(parts) == 1 for parts in parts_by_unit.values())  # identical train/val for all 3 inits x 2 modes
+    for fold in range(FOLDS):  # the validation part is redrawn per repeat
+        assert parts_by_unit[(0, fold)] != parts_by_unit[(1, fold)]
+
+
+def test_no_sample_or_group_is_in_two_parts(full_run):
+    groups, n = full_run["groups"], len(full_run["groups"])
+    for _, _, _, (train, val, test) in full_run["calls"]:
+        assert len(val) and len(train) and len(test)
+        assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(n))  # label fraction 1
+        for a, b in ((train, val), (train, test), (val, test)):
+            assert not set(groups[a]) & set(groups[b])
+
+
+def test_umap_gets_each_inits_features_of_the_umap_datalist(full_run, setup):
+    umap = full_run["umap"]
+    assert list(umap) == ["scratch", "modan", "imagenet"]
+    data = json.loads(setup["umap"].read_text())["training"]
+    chosen = umap_items(data, 300)
+    assert len(chosen) == 18 and chosen[:2] == [data[0], data[10]]  # round-robin over (MR, knee), (US, breast)
+    x, modality, anatomy = umap["modan"]
+    assert x.shape == (18, 512) and np.isfinite(x).all()
+    assert modality == [it["modality"] for it in chosen] and anatomy == [it["anatomy"] for it in chosen]
+    spec = InitSpec.parse("modan", setup["inits"]["modan"])
+    np.testing.assert_allclose(x, embed(TaskImages.load(chosen, SIZE), spec).numpy(), rtol=1e-4, atol=1e-5)
+    assert umap_items(data, 5) == [data[0], data[10], data[1], data[11], data[2]]
+
+
+def test_resume_trains_only_missing_rows_and_reproduces_them(full_run, setup, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(full_run["out"], out)
+    rows = read_results_csv(out / "results.csv")
+    dropped = [r for r in rows if (r.init, r.mode, r.repeat, r.fold) in {
+        ("modan", "fine_tuning", 1, 2), ("scratch", "fine_tuning", 0, 1), ("imagenet", "linear_probing", 1, 0),
+        ("modan", "knn", 0, 0)}]
+    assert len(dropped) == 4
+    kept = [r for r in rows if r not in dropped]
+    text = "init,mode,task,repeat,fold,auc\n" + "".join(f"{r.init},{r.mode},{r.task},{r.repeat},{r.fold},{r.auc!r}\n"
+                                                          for r in kept)
+    (out / "results.csv").write_text(text + "imagenet,fine_tuning,knee,1,")  # torn last line of a crash
+    cfg = dataclasses.replace(full_run["cfg"], out_dir=str(out))
+    recorder = Recorder()
+    run(cfg, recorder, {})
+    assert sorted((name, mode.value, seed) for name, mode, seed, _ in recorder.calls) == sorted([
+        ("modan", "fine_tune", repeat_seed(0, 1)), ("scratch", "fine_tune", repeat_seed(0, 0)),
+        ("imagenet", "linear_probe", repeat_seed(0, 1))])
+    assert rows_of(out / "results.csv") == rows_of(full_run["out"] / "results.csv")  # deterministic, complete
+    with open(out / "predictions.csv", newline="") as f:
+        keys = [(p["init"], p["mode"], p["repeat"], p["fold"], p["index"]) for p in csv.DictReader(f)]
+    assert len(keys) == len(set(keys))  # the dropped folds' old predictions were replaced, not duplicated
+    again = Recorder()
+    run(cfg, again, {})
+    assert again.calls == []
+
+
+def test_interrupted_run_keeps_its_rows_and_resumes(full_run, setup, tmp_path):
+    cfg = config(setup, tmp_path / "out", inits={k: setup["inits"][k] for k in ("modan", "imagenet")},
+                 reference_init="modan", modes=["linear_probe"])
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, Recorder(stop_after=4))
+    assert len(read_results_csv(tmp_path / "out" / "results.csv")) == 4
+    recorder = Recorder()
+    run(cfg, recorder)
+    assert len(recorder.calls) == 2 * REPEATS * FOLDS - 4
+    resumed = rows_of(tmp_path / "out" / "results.csv")
+    reference = {k: v for k, v in rows_of(full_run["out"] / "results.csv").items()
+                 if k[0] in ("modan", "imagenet") and k[1] == "linear_probing"}
+    assert resumed == reference  # same folds, seeds and recipe in another folder: the same AUCs
+
+
+def test_label_fraction_subsamples_whole_groups_of_the_training_part(full_run, setup, tmp_path):
+    cfg = config(setup, tmp_path / "out", inits={"imagenet": setup["inits"]["imagenet"]}, repeats=1,
+                 modes=["linear_probe"], label_fraction=0.5, reference_init=None)
+    recorder = Recorder()
+    run(cfg, recorder)
+    full = {(seed, test.tobytes()): (train, val) for _, _, seed, (train, val, test) in full_run["calls"]}
+    groups = full_run["groups"]
+    for _, _, seed, (train, val, test) in recorder.calls:
+        full_train, full_val = full[(seed, test.tobytes())]
+        assert np.array_equal(val, full_val) and set(train) < set(full_train)
+        assert 0.3 < len(train) / len(full_train) < 0.7
+        assert not set(groups[train]) & set(groups[np.setdiff1d(full_train, train)])  # groups kept whole
+
+
+def test_config_errors_name_the_problem(setup, tmp_path):
+    with pytest.raises(ExperimentError, match=r"reference_init 'simclr'.*\['scratch', 'modan', 'imagenet'\]"):
+        config(setup, tmp_path, reference_init="simclr")
+    with pytest.raises(ExperimentError, match="'epoch'"):
+        config(setup, tmp_path, epoch=3)
+    with pytest.raises(ExperimentError, match="recipe.learning_rate"):
+        config(setup, tmp_path, recipe={"learning_rate": 1e-3})
+    with pytest.raises(ExperimentError, match="unknown mode 'probe'"):
+        config(setup, tmp_path, modes=["probe"])
+    with pytest.raises(ExperimentError, match="nothing to evaluate"):
+        config(setup, tmp_path, modes=[])
+    with pytest.raises(FileNotFoundError, match=r"init 'modan'.*missing\.pt"):
+        config(setup, tmp_path, inits={"scratch": None, "modan": str(tmp_path / "missing.pt")})
+    with pytest.raises(ExperimentError, match="file names"):
+        config(setup, tmp_path, tasks={"knee/acl": str(setup["task"])})
+
+
+def test_wrong_architecture_fails_before_any_training(setup, tmp_path):
+    torch.save(resnet10(spatial_dims=2, n_input_channels=1).state_dict(), tmp_path / "resnet10.pt")
+    cfg = config(setup, tmp_path / "out", inits={"scratch": None, "r10": str(tmp_path / "resnet10.pt")})
+    recorder = Recorder()
+    with pytest.raises(CheckpointError, match="init 'r10'"):
+        run(cfg, recorder)
+    assert recorder.calls == [] and not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_one_class_task_is_refused(setup, tmp_path):
+    data = json.loads(Path(setup["task"]).read_text())
+    for it in data["training"]:
+        it["label"] = 0
+    (tmp_path / "one_class.json").write_text(json.dumps(data))
+    cfg = config(setup, tmp_path / "out", tasks={"flat": str(tmp_path / "one_class.json")})
+    with pytest.raises(ValueError, match="only one class"):
+        run(cfg, Recorder())
+
+
+def test_out_dir_of_other_settings_is_refused(full_run, setup, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(full_run["out"], out)
+    with pytest.raises(ExperimentError, match="recipe"):
+        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5,
+                   recipe={"epochs": 3, "image_size": SIZE}), Recorder())
+    with pytest.raises(ExperimentError, match="rows outside this configuration"):
+        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, repeats=1), Recorder())
+
+
+def test_yaml_config_resolves_relative_paths(setup, tmp_path):
+    shutil.copy(setup["task"], tmp_path / "task.json")
+    (tmp_path / "exp.yaml").write_text(
+        "tasks: {knee: task.json}\n"
+        f"inits: {{scratch: null, modan: {setup['inits']['modan']}, imagenet: 'imagenet:../w/resnet18.pth'}}\n"
+        "out_dir: results\nmodes: [linear_probe]\nrecipe: {epochs: 1}\n", encoding="utf-8")
+    (tmp_path.parent / "w").mkdir(exist_ok=True)
+    shutil.copy(setup["root"] / "resnet18.pth", tmp_path.parent / "w" / "resnet18.pth")
+    cfg = experiment_from_yaml(tmp_path / "exp.yaml")
+    assert cfg.tasks == {"knee": str(tmp_path / "task.json")} and cfg.out_dir == str(tmp_path / "results")
+    assert cfg.init_specs["imagenet"].path == tmp_path / "../w/resnet18.pth"
+    assert cfg.modes == ("linear_probe",) and cfg.recipe.epochs == 1 and cfg.reference_init == "scratch"
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    (tmp_path / "bad.yaml").write_text("tasks: {knee: task.json}\ninits: {a: null}\nout_dir: r\nrepeat: 3\n")
+    with pytest.raises(ExperimentError, match=r"bad\.yaml.*'repeat'"):
+        experiment_from_yaml(tmp_path / "bad.yaml")
