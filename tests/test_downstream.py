@@ -494,3 +494,23 @@ def test_detect_source_and_convert_dispatch(mrnet_tree, busi_tree, tmp_path):
         convert(busi_tree, "dicom", tmp_path / "d.json")
     with pytest.raises(DownstreamError, match="no such file"):
         detect_source(tmp_path / "missing")
+
+
+def test_prepare_task_reconverts_when_the_request_changes(medmnist_dir, tmp_path):
+    from monai_modan.data.downstream.prepare import prepare_task
+
+    path = prepare_task("breast", tmp_path, medmnist_dir / "breastmnist.npz", options={"splits": ["test"]})
+    first = load_task_datalist(path)[0]
+    assert len(first) == 156
+    again = prepare_task("breast", tmp_path, medmnist_dir / "breastmnist.npz", options={"splits": ["test"]})
+    assert again == path and len(load_task_datalist(again)[0]) == 156
+    changed = prepare_task("breast", tmp_path, medmnist_dir / "breastmnist.npz", options={"splits": ["val"]})
+    assert len(load_task_datalist(changed)[0]) == 78
+
+
+def test_numeric_tirads_cut_and_strict_include_normal(tmp_path):
+    from monai_modan.data.downstream import DownstreamError, convert_busi, tirads_label
+
+    assert tirads_label("5", 5) == 1 and tirads_label("4c", 5) == 0 and tirads_label(3, "4a") == 0
+    with pytest.raises(DownstreamError, match="include_normal must be true or false, got 'false'"):
+        convert_busi(tmp_path, tmp_path / "x.json", include_normal="false")

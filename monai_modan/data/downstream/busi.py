@@ -59,6 +59,8 @@ def convert_busi(root: str | Path, out: str | Path, *, include_normal: bool = Tr
     Each item: ``{"image", "label", "group": "<class> (<n>)", "class": "<folder>"}``. Undecodable images are
     excluded with the cause.
     """
+    if not isinstance(include_normal, bool):  # a string "false" from a command line would silently mean True
+        raise DownstreamError(f"include_normal must be true or false, got {include_normal!r}")
     root = find_busi_root(root)
     if normal_label not in (0, 1):
         raise DownstreamError(f"normal_label must be 0 (benign) or 1, got {normal_label!r}")

@@ -35,8 +35,9 @@ _IMAGE = re.compile(r"^(\d+)_(\d+)\.jpe?g$", re.IGNORECASE)
 _CASE = re.compile(r"^(\d+)_\d+")
 
 
-def _normalise_tirads(value: str) -> str:
-    return re.sub(r"\s+", "", value).lower()
+def _normalise_tirads(value: str | int) -> str:
+    # str(): categories arrive as ints from YAML/CLI options (``malignant_from=5``)
+    return re.sub(r"\s+", "", str(value)).lower()
 
 
 def tirads_label(value: str, malignant_from: str = "4a") -> int | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from ...utils.io import atomic_write_json
 
 __all__ = ["prepare_task"]
 
@@ -17,8 +20,9 @@ def prepare_task(task: str, out_dir: str | Path, source: str | Path | None = Non
                  overwrite: bool = False) -> str:
     """Return the path of a validated task datalist for ``task``.
 
-    With ``source`` (MRNet / BUSI / DDTI / CSV / folder / MedMNIST ...), it is converted once to
-    ``out_dir/<task>.json`` (reused afterwards unless ``overwrite``). Without it, the embedded synthetic task is
+    With ``source`` (MRNet / BUSI / DDTI / CSV / folder / MedMNIST ...), it is converted to ``out_dir/<task>.json``
+    and reused while the request (source, kind, options -- recorded beside it in ``<task>.request.json``) is
+    unchanged; another source or other options convert again. Without it, the embedded synthetic task is
     generated once under ``out_dir/synthetic/`` (deterministic by ``seed``), so every bundle runs offline.
     """
     from .convert import convert
@@ -27,8 +31,12 @@ def prepare_task(task: str, out_dir: str | Path, source: str | Path | None = Non
     out_dir = Path(out_dir)
     if source is not None:
         out = out_dir / f"{task}.json"
-        if overwrite or not out.exists():
+        request = {"source": str(Path(source).resolve()), "kind": str(kind), "options": options or {}}
+        request_file = out_dir / f"{task}.request.json"
+        previous = json.loads(request_file.read_text()) if request_file.exists() else None
+        if overwrite or not out.exists() or previous != json.loads(json.dumps(request)):
             convert(source, kind, out, **(options or {}))
+            atomic_write_json(request_file, request)
     else:
         from ..synthetic import generate_downstream_task
 
