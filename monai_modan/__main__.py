@@ -6,6 +6,7 @@ Commands
     minirin  sample miniRIN (<= N images per RadImageNet class, seeded) and write the chosen list + datalist
     convert  a downstream data set (MRNet, BUSI, DDTI, CSV, folder per class, MedMNIST) -> binary task datalist
     experiment  every init x {fine-tune, linear probe} x every task under the CV protocol -> one report
+    pack     a datalist -> memory-mapped uint8 corpus for the device-resident fast pretraining path
 """
 
 from __future__ import annotations
@@ -147,6 +148,15 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_pack(args) -> int:
+    from .data.packed import pack_datalist
+
+    packed = pack_datalist(args.datalist, args.out, args.size, split=args.split, workers=args.workers,
+                           progress=not args.quiet)
+    print(f"packed {len(packed)} images ({args.split}, {args.size} px, {len(packed.skipped)} skipped) into {args.out}")
+    return 0
+
+
 DEFAULT_TASKS = ("acl_mrnet", "breast_us", "thyroid_us")
 
 
@@ -277,6 +287,19 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--synthetic-images", type=int, default=120, help="images per embedded synthetic task")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_cmd_experiment)
+
+    q = sub.add_parser("pack", help="pack a datalist into a memory-mapped uint8 corpus (fast pretraining path)",
+                       description="Decode every image of a split once through the project reader at --size and store "
+                                   "it as a memory-mapped uint8 array [N, 1, S, S] with labels and an index JSON "
+                                   "(written atomically); bad images are skipped and counted. Large corpora then load "
+                                   "without per-file decoding, on the device, sharded across DDP ranks.")
+    q.add_argument("datalist", help="datalist JSON from `index`")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--size", type=int, default=64, help="image side in pixels")
+    q.add_argument("--split", default="training")
+    q.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_cmd_pack)
     return p
 
 

@@ -130,3 +130,17 @@ def test_convert_breastmnist_and_option_errors(medmnist_dir, tmp_path, capsys):
     assert "does not take option(s) ['foo']" in capsys.readouterr().err
     assert main(["convert", str(medmnist_dir / "breastmnist.npz"), "--out", str(out), "--option", "nonsense"]) == 2
     assert "write key=value" in capsys.readouterr().err
+
+
+def test_pack_command(tmp_path, capsys):
+    from monai_modan.data.packed import PackedCorpus
+    from monai_modan.data.synthetic import generate_pretraining_corpus
+
+    corpus = generate_pretraining_corpus(tmp_path / "c", images_per_class=2, image_size=32, layouts=("radimagenet",),
+                                         progress=False)
+    assert main(["index", str(corpus.radimagenet_root), "--out", str(tmp_path / "dl.json"), "--quiet"]) == 0
+    assert main(["pack", str(tmp_path / "dl.json"), "--out", str(tmp_path / "packed"), "--size", "32", "--quiet",
+                 "--workers", "0"]) == 0
+    packed = PackedCorpus.open(tmp_path / "packed")
+    n_training = len(load_datalist(tmp_path / "dl.json").items("training"))
+    assert len(packed) == n_training

@@ -1,0 +1,99 @@
+"""``python -m monai_modan.benchmarks {loss,pretrain,index} [--json] [--device cpu|cuda] [--size N] ...``
+
+Each command measures its candidate and its baseline(s) in this process and prints one result: the timings, the
+ratio, the target, device, versions, sizes and date (``--json``: the whole result dict, see
+:mod:`monai_modan.benchmarks.common`). ``--size`` is the main size of each benchmark: the batch ``B`` (loss), the
+image side in pixels (pretrain), the number of DICOM files (index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m monai_modan.benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+
+    def common(q: argparse.ArgumentParser, repeats: int) -> None:
+        q.add_argument("--json", action="store_true", help="print the result as JSON")
+        q.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        q.add_argument("--repeats", type=int, default=repeats, help="timed repeats (the median is reported)")
+        q.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+
+    q = sub.add_parser("loss", help="MulSupCon fwd+bwd vs per-pair loop Jaccard and pytorch-metric-learning SupCon")
+    common(q, repeats=5)
+    q.add_argument("--size", type=int, default=256, help="batch B (images)")
+    q.add_argument("--views", type=int, default=2)
+    q.add_argument("--dim", type=int, default=128)
+    q.add_argument("--number", type=int, default=10, help="calls per sample of the two fast losses")
+
+    q = sub.add_parser("pretrain", help="fast path: step overhead vs fwd+bwd, epoch throughput vs DataLoader loop")
+    common(q, repeats=3)
+    q.add_argument("--size", type=int, default=None, help="image side in px (default 64 on CPU, 224 on CUDA)")
+    q.add_argument("--batch-size", type=int, default=None, help="images per step (default 16 on CPU, 256 on CUDA)")
+    q.add_argument("--images", type=int, default=None,
+                   help="images in the timed epoch (default 64 on CPU, 2048 on CUDA)")
+    q.add_argument("--stem", choices=("conv3x3", "conv7x7"), default="conv3x3")
+    q.add_argument("--amp", choices=("auto", "bf16", "fp32"), default="auto", help="auto = bf16 on CUDA only")
+    q.add_argument("--compile", action="store_true", help="torch.compile the fast path's forward")
+    q.add_argument("--loader-workers", type=int, default=None, help="DataLoader workers of the plain loop")
+    q.add_argument("--epoch-repeats", type=int, default=2, help="timed epochs of the throughput comparison")
+
+    q = sub.add_parser("index", help="DICOM header indexer (cold/warm cache) vs naive full dcmread loop")
+    common(q, repeats=3)
+    q.add_argument("--size", type=int, default=1000, help="number of DICOM image files")
+    q.add_argument("--image-size", type=int, default=512, help="side of the synthetic images in px")
+    q.add_argument("--source", default=None, help="replicate this folder of real files instead of synthetic ones")
+    q.add_argument("--workers", type=int, default=None, help="indexer processes (default: all CPUs)")
+    q.add_argument("--keep-os-cache", action="store_true", help="do not drop the files from the OS page cache")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available to this process")
+    common = {"warmup": args.warmup, "repeats": args.repeats, "seed": args.seed}
+    if args.benchmark == "loss":
+        from .loss import run as run_loss
+
+        return run_loss(device=args.device, batch=args.size, views=args.views, dim=args.dim,
+                        number=args.number, **common)
+    if args.benchmark == "pretrain":
+        from .pretrain import run as run_pretrain
+
+        amp = None if args.amp == "auto" else args.amp == "bf16"
+        return run_pretrain(device=args.device, image_size=args.size, batch_size=args.batch_size, images=args.images,
+                            stem=args.stem, amp=amp, compile=args.compile, loader_workers=args.loader_workers,
+                            epoch_repeats=args.epoch_repeats, **common)
+    from .index import run as run_index
+
+    return run_index(files=args.size, image_size=args.image_size, source=args.source, workers=args.workers,
+                     drop_os_cache=False if args.keep_os_cache else None, device=args.device, **common)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        from .common import format_result
+
+        print(format_result(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
