@@ -34,3 +34,15 @@ def dicom_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def medmnist_dir(shared_data: Path) -> Path:
     return shared_data / "medmnist"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine, OpenMP threads waiting for a busy core made
+    the small tensors of the training tests up to 25x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -27,14 +27,7 @@ N, SOURCE, SIZE, BATCH, CLASSES = 12, 40, 32, 6, 4
 HOST_SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads waiting for a busy core made the small
-    tensors of these tests up to 25x slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def corpus(seed: int = 0):

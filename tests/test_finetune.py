@@ -39,14 +39,7 @@ SIZE = 32
 FAST = Recipe(epochs=2, image_size=SIZE)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for this module: on 32 px tensors more threads cost more than they gain, and their
-    spin-waits thrash when the machine is shared (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

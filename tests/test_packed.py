@@ -17,14 +17,7 @@ from monai_modan.labels import LabelSpace
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads waiting for a busy core made the small
-    tensors of these tests up to 25x slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_png(path, pixels: np.ndarray) -> str:

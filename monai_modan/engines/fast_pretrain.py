@@ -33,6 +33,8 @@ checkpoint when both were given the same ``config``.
 
 from __future__ import annotations
 
+import copy
+
 import logging
 import time
 from collections.abc import Mapping
@@ -44,11 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..losses.mulsupcon import MulSupConLoss, jaccard_similarity, positive_pair_weights, weighted_contrastive_loss
+from ..losses.mulsupcon import MulSupConLoss
 from ..losses.ntxent import NTXentLoss
 from ..transforms.batched import BatchedTwoViewAugment
 from ..utils.io import atomic_path
-from .distributed import gather_no_grad, gather_with_grad, is_distributed
 from .distributed import rank as distributed_rank
 from .pretrain import (
     CheckpointError,
@@ -79,51 +80,41 @@ class SyncFreeContrastiveLoss(nn.Module):
     """MulSupCon or NT-Xent on the trainer's flat ``[B·V, D]`` predictions, without host synchronisation.
 
     Built from a :class:`~monai_modan.losses.MulSupConLoss` or :class:`~monai_modan.losses.NTXentLoss` (bare, or
-    wrapped in :class:`~monai_modan.engines.pretrain.ViewLoss` as ``build_pretraining_loss`` returns them), whose
-    temperature, threshold and distributed gathering it takes over. It computes exactly their math, from the same
-    public functions (:func:`~monai_modan.losses.mulsupcon.jaccard_similarity`, ``positive_pair_weights``,
-    ``weighted_contrastive_loss``; fp32 also under autocast; ``[B, V, D]`` from image-major rows), but skips their
-    input value checks (finite features, binary labels), each of which reads a flag back to the host. Shapes are
-    still checked (no sync). ``last_diagnostics`` holds detached 0-d device tensors, as for the wrapped loss.
+    wrapped in :class:`~monai_modan.engines.pretrain.ViewLoss` as ``build_pretraining_loss`` returns them): it runs a
+    copy of that very loss with ``check_values=False`` -- the finite-features / binary-labels checks each read a flag
+    back to the host -- so the math is the loss's own. Shapes are still checked (no sync). ``last_diagnostics`` holds
+    detached 0-d device tensors, as for the wrapped loss.
     """
 
     def __init__(self, loss: nn.Module, num_views: int = 2) -> None:
         super().__init__()
         inner = loss.loss if isinstance(loss, ViewLoss) else loss
         if isinstance(inner, MulSupConLoss):
-            self.method, self.threshold = PretrainMethod.MULSUPCON, inner.threshold
+            self.method = PretrainMethod.MULSUPCON
         elif isinstance(inner, NTXentLoss):
-            self.method, self.threshold = PretrainMethod.SIMCLR, 1.0  # distinct images never reach 1: views only
+            self.method = PretrainMethod.SIMCLR
         else:
             raise TypeError(
                 f"expected MulSupConLoss or NTXentLoss (optionally in ViewLoss), got {type(inner).__name__}")
+        self.loss = copy.copy(inner)
+        self.loss.check_values = False
         self.num_views = loss.num_views if isinstance(loss, ViewLoss) else int(num_views)
-        self.temperature = inner.temperature
-        self.gather_distributed = inner.gather_distributed
-        self.last_diagnostics: dict[str, torch.Tensor] = {}
+
+    @property
+    def last_diagnostics(self) -> dict[str, torch.Tensor]:
+        return self.loss.last_diagnostics
 
     def forward(self, pred: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``pred`` ``[B·V, D]`` (rows ``b·V + v``), ``labels`` ``[B, K]`` multi-hot (MulSupCon) -> 0-d fp32 loss."""
         if pred.ndim != 2 or pred.shape[0] % self.num_views:
             raise ValueError(f"predictions must be [B·V, D] with V={self.num_views}, got {tuple(pred.shape)}")
         batch = pred.shape[0] // self.num_views
-        with torch.autocast(device_type=pred.device.type, enabled=False):
-            features = pred.float().reshape(batch, self.num_views, -1)
-            gather = self.gather_distributed and is_distributed()
-            if self.method == PretrainMethod.MULSUPCON:
-                if labels is None or labels.ndim != 2 or labels.shape[0] != batch:
-                    raise ValueError(f"MulSupCon needs labels [B={batch}, K], got {getattr(labels, 'shape', None)}")
-                labels = labels.float()
-                if gather:
-                    features, labels = gather_with_grad(features), gather_no_grad(labels)
-                image_weights = jaccard_similarity(labels)
-            else:
-                if gather:
-                    features = gather_with_grad(features)
-                image_weights = features.new_zeros(features.shape[0], features.shape[0])
-            weights = positive_pair_weights(image_weights, self.num_views, self.threshold)
-            loss, self.last_diagnostics = weighted_contrastive_loss(features, weights, self.temperature)
-        return loss
+        features = pred.reshape(batch, self.num_views, -1)
+        if self.method == PretrainMethod.MULSUPCON:
+            if labels is None or labels.ndim != 2 or labels.shape[0] != batch:
+                raise ValueError(f"MulSupCon needs labels [B={batch}, K], got {getattr(labels, 'shape', None)}")
+            return self.loss(features, labels)
+        return self.loss(features)
 
 
 @dataclass

@@ -183,7 +183,8 @@ class MulSupConLoss(_Loss):
     different batch sizes.
     """
 
-    def __init__(self, temperature: float = 0.07, threshold: float = 0.3, gather_distributed: bool = True) -> None:
+    def __init__(self, temperature: float = 0.07, threshold: float = 0.3, gather_distributed: bool = True,
+                 check_values: bool = True) -> None:
         """
         Args:
             temperature: softmax temperature ``T > 0`` (the paper uses 0.07).
@@ -201,6 +202,8 @@ class MulSupConLoss(_Loss):
         self.temperature = float(temperature)
         self.threshold = float(threshold)
         self.gather_distributed = gather_distributed
+        # the finite/binary value checks read a flag back to the host; the device-resident fast path turns them off
+        self.check_values = check_values
         self.last_diagnostics: dict[str, torch.Tensor] = {}
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -217,7 +220,8 @@ class MulSupConLoss(_Loss):
         """
         batch, _, _ = check_features(features)
         check_multi_hot(labels, batch)
-        _check_values(features, labels)
+        if self.check_values:
+            _check_values(features, labels)
         with torch.autocast(device_type=features.device.type, enabled=False):
             features, labels = features.float(), labels.float()
             if self.gather_distributed and is_distributed():

@@ -33,7 +33,7 @@ class NTXentLoss(_Loss):
     rank), and DDP's gradient averaging gives exactly the single-process gradient.
     """
 
-    def __init__(self, temperature: float = 0.1, gather_distributed: bool = True) -> None:
+    def __init__(self, temperature: float = 0.1, gather_distributed: bool = True, check_values: bool = True) -> None:
         """
         Args:
             temperature: softmax temperature ``T > 0``.
@@ -47,6 +47,7 @@ class NTXentLoss(_Loss):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
         self.gather_distributed = gather_distributed
+        self.check_values = check_values  # see MulSupConLoss: off on the sync-free fast path
         self.last_diagnostics: dict[str, torch.Tensor] = {}
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,7 +67,8 @@ class NTXentLoss(_Loss):
             raise ValueError(
                 f"NT-Xent needs at least 2 views per image (its only positives), got features {tuple(features.shape)}"
             )
-        _check_values(features, None)
+        if self.check_values:
+            _check_values(features, None)
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.float()
             if self.gather_distributed and is_distributed():

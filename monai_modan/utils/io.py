@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 __all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json"]
 
