@@ -179,7 +179,7 @@ def _cmd_experiment(args) -> int:
         config = ExperimentConfig.from_dict({
             "tasks": tasks, "inits": inits, "out_dir": str(out), "modes": args.modes, "repeats": args.repeats,
             "folds": args.folds, "recipe": recipe, "label_fraction": args.label_fraction, "knn": args.knn,
-            "umap_datalist": args.umap_datalist, "reference_init": args.reference,
+            "umap_datalist": args.umap_datalist, "reference_init": args.reference, "workers": args.workers,
             "title": "monai-modan: which initialisation for which task?"})
     files = run_experiment(config, progress=not args.quiet)
     report = files.get("report.md") or next(iter(files.values()))
@@ -285,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--knn", action="store_true", help="also evaluate kNN on frozen features")
     q.add_argument("--umap-datalist", help="pretraining datalist whose embeddings are drawn as UMAP panels")
     q.add_argument("--synthetic-images", type=int, default=120, help="images per embedded synthetic task")
+    q.add_argument("--workers", type=int, default=1,
+                   help="processes running fine-tuning folds concurrently (results identical to serial; see docs)")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_cmd_experiment)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from monai_modan.benchmarks import index, loss, pretrain
+from monai_modan.benchmarks import cv, index, loss, pretrain
 from monai_modan.benchmarks.__main__ import main
 from monai_modan.benchmarks.common import Timed, comparison, format_result, measure, measure_interleaved
 
@@ -17,14 +17,7 @@ TIMING_KEYS = {"name", "seconds", "min", "max", "repeats", "warmup", "number", "
                "items_per_second"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads waiting for a busy core made the small
-    tensors of these tests up to 25x slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def check_result(result: dict, benchmark: str, n_comparisons: int) -> None:
@@ -83,6 +76,18 @@ def test_index_benchmark_tiny():
     assert sizes["indexed_images"] == sizes["naive_labelled"] >= 30
     assert sizes["files"] == sizes["indexed_images"] + sizes["skipped_files"]
     assert result["comparisons"][0]["candidate"]["name"].endswith("empty header cache")
+
+
+def test_cv_benchmark_tiny(tmp_path):
+    result = cv.run(image_size=32, images=40, workers=2, repeats_cv=1, folds=2, epochs=1, warmup=0, repeats=1,
+                    workdir=tmp_path)
+    check_result(result, "cv", n_comparisons=1)
+    (c,) = result["comparisons"]
+    assert c["target"] == {"op": ">=", "value": 1.5} and c["candidate"]["items"] == 2
+    assert result["sizes"]["workers"] == 2 and result["max_auc_diff"] <= 1e-3
+    assert (tmp_path / "out_workers2" / "results.csv").is_file()
+    with pytest.raises(ValueError, match="workers must be >= 2"):
+        cv.run(workers=1, workdir=tmp_path)
 
 
 def test_measurements_interleave_and_count_calls():

@@ -229,6 +229,33 @@ def test_interrupted_run_keeps_its_rows_and_resumes(full_run, setup, tmp_path):
     assert resumed == reference  # same folds, seeds and recipe in another folder: the same AUCs
 
 
+def test_pooled_fine_tuning_gives_the_serial_rows_in_the_serial_order(full_run, setup, tmp_path):
+    """workers=2: the fine-tuning folds run in a process pool, the probes here; rows, their order and the test
+    scores are those of the serial run (full_run, same seeds and folds), and a serial restart resumes the folder."""
+    inits = {k: setup["inits"][k] for k in ("scratch", "modan")}
+    cfg = config(setup, tmp_path / "out", inits=inits, modes=["fine_tune", "linear_probe"], workers=2)
+    recorder = Recorder()
+    run(cfg, recorder)
+    assert recorder.calls and {mode for _, mode, _, _ in recorder.calls} == {FinetuneMode.LINEAR_PROBE}
+    pooled = read_results_csv(tmp_path / "out" / "results.csv")
+    serial = [r for r in read_results_csv(full_run["out"] / "results.csv") if r.init in inits and r.mode != "knn"]
+    assert len(pooled) == 2 * 2 * REPEATS * FOLDS
+    assert [(r.init, r.mode, r.repeat, r.fold) for r in pooled] == [(r.init, r.mode, r.repeat, r.fold) for r in serial]
+    np.testing.assert_allclose([r.auc for r in pooled], [r.auc for r in serial], rtol=0, atol=1e-3)
+
+    def predictions(out: Path) -> list[tuple]:
+        with open(out / "predictions.csv", newline="") as f:
+            return [(p["init"], p["mode"], p["repeat"], p["fold"], p["index"], p["label"], float(p["score"]))
+                    for p in csv.DictReader(f) if p["init"] in inits]
+
+    pooled_pred, serial_pred = predictions(tmp_path / "out"), predictions(full_run["out"])
+    assert [p[:-1] for p in pooled_pred] == [p[:-1] for p in serial_pred]
+    np.testing.assert_allclose([p[-1] for p in pooled_pred], [p[-1] for p in serial_pred], rtol=0, atol=1e-5)
+    again = Recorder()
+    run(dataclasses.replace(cfg, workers=1), again)  # workers is not a setting of the results
+    assert again.calls == []
+
+
 def test_label_fraction_subsamples_whole_groups_of_the_training_part(full_run, setup, tmp_path):
     cfg = config(setup, tmp_path / "out", inits={"imagenet": setup["inits"]["imagenet"]}, repeats=1,
                  modes=["linear_probe"], label_fraction=0.5, reference_init=None)
@@ -256,6 +283,8 @@ def test_config_errors_name_the_problem(setup, tmp_path):
         config(setup, tmp_path, modes=[])
     with pytest.raises(FileNotFoundError, match=r"init 'modan'.*missing\.pt"):
         config(setup, tmp_path, inits={"scratch": None, "modan": str(tmp_path / "missing.pt")})
+    with pytest.raises(ExperimentError, match="workers must be an integer >= 0, got -1"):
+        config(setup, tmp_path, workers=-1)
     with pytest.raises(ExperimentError, match="file names"):
         config(setup, tmp_path, tasks={"knee/acl": str(setup["task"])})
 

@@ -1,9 +1,9 @@
-"""``python -m monai_modan.benchmarks {loss,pretrain,index} [--json] [--device cpu|cuda] [--size N] ...``
+"""``python -m monai_modan.benchmarks {loss,pretrain,index,cv} [--json] [--device cpu|cuda] [--size N] ...``
 
 Each command measures its candidate and its baseline(s) in this process and prints one result: the timings, the
 ratio, the target, device, versions, sizes and date (``--json``: the whole result dict, see
 :mod:`monai_modan.benchmarks.common`). ``--size`` is the main size of each benchmark: the batch ``B`` (loss), the
-image side in pixels (pretrain), the number of DICOM files (index).
+image side in pixels (pretrain, cv), the number of DICOM files (index).
 """
 
 from __future__ import annotations
@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--source", default=None, help="replicate this folder of real files instead of synthetic ones")
     q.add_argument("--workers", type=int, default=None, help="indexer processes (default: all CPUs)")
     q.add_argument("--keep-os-cache", action="store_true", help="do not drop the files from the OS page cache")
+
+    q = sub.add_parser("cv", help="evaluation protocol: fine-tuning folds in a process pool vs serially")
+    common(q, repeats=3)
+    q.add_argument("--size", type=int, default=None, help="image side in px (default 32 on CPU, 64 on CUDA)")
+    q.add_argument("--images", type=int, default=None, help="images in the task (default 60 on CPU, 400 on CUDA)")
+    q.add_argument("--workers", type=int, default=None, help="processes of the candidate (default 2 CPU, 4 CUDA)")
+    q.add_argument("--cv-repeats", type=int, default=2, help="repeats of the cross-validation")
+    q.add_argument("--folds", type=int, default=3)
+    q.add_argument("--epochs", type=int, default=1)
+    q.add_argument("--batch-size", type=int, default=32)
     return parser
 
 
@@ -77,6 +87,12 @@ def run(args: argparse.Namespace) -> dict:
         return run_pretrain(device=args.device, image_size=args.size, batch_size=args.batch_size, images=args.images,
                             stem=args.stem, amp=amp, compile=args.compile, loader_workers=args.loader_workers,
                             epoch_repeats=args.epoch_repeats, **common)
+    if args.benchmark == "cv":
+        from .cv import run as run_cv
+
+        return run_cv(device=args.device, image_size=args.size, images=args.images, workers=args.workers,
+                      repeats_cv=args.cv_repeats, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
+                      **common)
     from .index import run as run_index
 
     return run_index(files=args.size, image_size=args.image_size, source=args.source, workers=args.workers,

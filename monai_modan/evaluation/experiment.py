@@ -23,15 +23,19 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..engines.finetune import (FinetuneMode, InitSpec, Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
                                 train_fold)
@@ -85,6 +89,11 @@ class ExperimentConfig:
             taken deterministically (:func:`umap_items`).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"`` ...
         title: heading of the report.
+        workers: fine-tuning processes. ``0``/``1``: every fold in this process. ``> 1``: the fine-tuning folds of
+            a task run concurrently in a process pool (each worker gets the task's images once, and
+            ``cpu cores // workers`` torch threads); linear probes and kNN stay in this process, on the cached
+            features. Rows are written in the serial order and every fold's seed depends only on its repeat and
+            init, so the results do not depend on ``workers`` (it is not one of the settings a resume must keep).
     """
 
     tasks: dict[str, str]
@@ -104,6 +113,7 @@ class ExperimentConfig:
     umap_max_images: int = 300
     device: str = "auto"
     title: str = "Downstream evaluation"
+    workers: int = 1
     init_specs: dict[str, InitSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -134,7 +144,7 @@ class ExperimentConfig:
             self.recipe = Recipe.from_dict(self.recipe)
         elif not isinstance(self.recipe, Recipe):
             raise ExperimentError(f"recipe: expected a mapping of recipe settings, got {self.recipe!r}")
-        for name, low in (("repeats", 1), ("folds", 2), ("knn_k", 1), ("umap_max_images", 4)):
+        for name, low in (("repeats", 1), ("folds", 2), ("knn_k", 1), ("umap_max_images", 4), ("workers", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ExperimentError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -356,6 +366,38 @@ def _umap_embeddings(config: ExperimentConfig, device: Any, progress: bool) -> d
             for name, spec in config.init_specs.items()}
 
 
+# -- concurrent fine-tuning -----------------------------------------------------------------------------------------
+
+_worker_images: TaskImages | None = None  # a pool worker's task images, set once by _init_worker
+
+
+def _init_worker(images: TaskImages, threads: int, device: str) -> None:
+    global _worker_images
+    torch.set_num_threads(threads)  # the workers share the cores: no oversubscription
+    _worker_images = images.to(device)
+
+
+def _fine_tune_job(split: tuple[np.ndarray, np.ndarray, np.ndarray], spec: InitSpec, recipe: Recipe, seed: int,
+                   device: str) -> tuple[float, np.ndarray, np.ndarray]:
+    """One fine-tuning fold in a pool worker: ``(auc, y_true, y_score)`` (the model stays behind, it is not
+    pickled back)."""
+    result = train_fold(_worker_images, None, split, spec, FinetuneMode.FINE_TUNE, recipe, seed, device)
+    return result.auc, result.y_true, result.y_score
+
+
+def _fine_tune_pool(images: TaskImages, workers: int, device: Any) -> ProcessPoolExecutor:
+    """``workers`` processes holding ``images`` (CPU tensor), with ``cores // workers`` torch threads each.
+
+    Linux CPU runs fork: the children share the parent's images copy-on-write and start at once. CUDA cannot be
+    used in a forked child, so a GPU run (and any other platform) spawns fresh interpreters, to which the images
+    are pickled once per worker.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    method = "fork" if sys.platform.startswith("linux") and torch.device(device).type == "cpu" else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker,
+                               initargs=(images, max(1, cores // workers), str(device)))
+
+
 # -- the run --------------------------------------------------------------------------------------------------------
 
 
@@ -397,7 +439,9 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
 
     Order: task -> init -> mode (fine-tuning, linear probing, kNN) -> repeat -> fold, then UMAP and the report.
     Every init's weights are loaded once up front, so a missing or wrong file fails before any training; a task's
-    images are decoded when its first missing row is computed, and released after the task.
+    images are decoded when its first missing row is computed, and released after the task. With
+    ``config.workers > 1`` a task's fine-tuning folds are all submitted to a process pool at once and their rows
+    written, as they are collected, in the same order as a serial run.
 
     Raises:
         ExperimentError: bad settings, or ``out_dir`` holds results of other settings.
@@ -454,35 +498,49 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
                 continue
             splits = {(r, f): _split(plan, f, config.recipe.val_fraction, seeds[r], config.label_fraction)
                       for r in range(config.repeats) for f in range(config.folds)}
-            images = TaskImages.load(items, config.recipe.image_size, progress=progress).to(device)
+            host_images = TaskImages.load(items, config.recipe.image_size, progress=progress)
+            images = host_images.to(device)
             features: dict[str, Any] = {}
-            for init, mode, r, f in todo:
-                spec, mode_name = config.init_specs[init], _mode_name(mode)
-                bar.set_postfix_str(f"{task} {init} {mode_name} r{r} f{f}", refresh=False)
-                train, val, test = splits[(r, f)]
-                if mode == EvalMode.KNN:
-                    key = feature_cache_key(spec, seeds[r])
-                    if key not in features:
-                        features[key] = embed(images, spec, seed=seeds[r], device=device,
-                                              batch_size=config.recipe.eval_batch_size)
-                    x = features[key].cpu().numpy()
-                    auc = knn_auc(x[train], images.labels[train], x[test], images.labels[test], k=config.knn_k)
-                else:
-                    result = train_fold(images, None, (train, val, test), spec, mode, config.recipe, seeds[r], device,
-                                        feature_cache=features)
-                    auc = result.auc
-                    pred = [{"init": init, "mode": mode_name, "task": task, "repeat": r, "fold": f, "index": int(i),
-                             "label": int(t), "score": repr(float(s))}
-                            for i, t, s in zip(test, result.y_true, result.y_score)]
-                    predictions.append(pred)  # before the row: a row present implies its scores are present
-                    scores[(init, mode_name, task, r, f)] = [(int(t), float(s))
-                                                             for t, s in zip(result.y_true, result.y_score)]
-                row = AucRow(init=init, mode=mode_name, task=task, repeat=r, fold=f, auc=float(auc))
-                results.append([row.as_dict()])
-                rows.append(row)
-                done.add(_key(row))
-                bar.update(1)
-            del images, features
+            pool: ProcessPoolExecutor | None = None
+            futures: dict[tuple, Future] = {}
+            parallel = [u for u in todo if u[1] == FinetuneMode.FINE_TUNE]
+            if config.workers > 1 and len(parallel) > 1:
+                pool = _fine_tune_pool(host_images, min(config.workers, len(parallel)), device)
+                futures = {u: pool.submit(_fine_tune_job, splits[(u[2], u[3])], config.init_specs[u[0]],
+                                          config.recipe, seeds[u[2]], str(device)) for u in parallel}
+            try:
+                for init, mode, r, f in todo:
+                    spec, mode_name = config.init_specs[init], _mode_name(mode)
+                    bar.set_postfix_str(f"{task} {init} {mode_name} r{r} f{f}", refresh=False)
+                    train, val, test = splits[(r, f)]
+                    if mode == EvalMode.KNN:
+                        key = feature_cache_key(spec, seeds[r])
+                        if key not in features:
+                            features[key] = embed(images, spec, seed=seeds[r], device=device,
+                                                  batch_size=config.recipe.eval_batch_size)
+                        x = features[key].cpu().numpy()
+                        auc = knn_auc(x[train], images.labels[train], x[test], images.labels[test], k=config.knn_k)
+                    else:
+                        if (init, mode, r, f) in futures:
+                            auc, y_true, y_score = futures.pop((init, mode, r, f)).result()
+                        else:
+                            result = train_fold(images, None, (train, val, test), spec, mode, config.recipe,
+                                                seeds[r], device, feature_cache=features)
+                            auc, y_true, y_score = result.auc, result.y_true, result.y_score
+                        pred = [{"init": init, "mode": mode_name, "task": task, "repeat": r, "fold": f,
+                                 "index": int(i), "label": int(t), "score": repr(float(s))}
+                                for i, t, s in zip(test, y_true, y_score)]
+                        predictions.append(pred)  # before the row: a row present implies its scores are present
+                        scores[(init, mode_name, task, r, f)] = [(int(t), float(s)) for t, s in zip(y_true, y_score)]
+                    row = AucRow(init=init, mode=mode_name, task=task, repeat=r, fold=f, auc=float(auc))
+                    results.append([row.as_dict()])
+                    rows.append(row)
+                    done.add(_key(row))
+                    bar.update(1)
+            finally:
+                if pool is not None:  # on an error: drop the queued folds, wait for the running ones
+                    pool.shutdown(wait=True, cancel_futures=True)
+            del images, host_images, features
 
     embeddings = _umap_embeddings(config, device, progress) if config.umap_datalist else None
     roc_data: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
