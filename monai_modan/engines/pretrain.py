@@ -77,7 +77,7 @@ def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path
 
 def _build_pretraining_datalist(out: Path, dataset_dir, images_per_class: int, image_size: int, seed: int,
                                 progress: bool) -> None:
-    from ..__main__ import index_path
+    from ..data.index import index_path
     from ..data.datalist import write_datalist
     from ..labels import LabelSpace
 
