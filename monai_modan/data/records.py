@@ -24,7 +24,7 @@ class ImageRecord:
     """One usable image.
 
     Args:
-        image: absolute path of the file (or ``"file.npz#train/12"`` for an array inside an archive).
+        image: absolute path of the file (or ``"file.npz#train_images/12"`` for an image inside an archive).
         labels: group -> canonical class, or ``None`` when unknown.
         label_sources: group -> what produced the label, e.g. ``"BodyPartExamined"``, ``"StudyDescription"``,
             ``"AnatomicRegionSequence"``, ``"path:MR/knee"``; ``None`` when unknown.

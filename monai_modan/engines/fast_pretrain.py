@@ -49,17 +49,15 @@ from torch import nn
 from ..losses.mulsupcon import MulSupConLoss
 from ..losses.ntxent import NTXentLoss
 from ..transforms.batched import BatchedTwoViewAugment
-from ..utils.io import atomic_path
 from .distributed import rank as distributed_rank
 from .pretrain import (
-    CheckpointError,
+    CheckpointRotation,
     PretrainMethod,
     ViewLoss,
-    _jsonable,
-    _rng_state,
-    _set_rng_state,
     _unwrap,
-    load_checkpoint,
+    checkpoint_payload,
+    restore_checkpoint,
+    save_checkpoint,
 )
 
 __all__ = ["FastPretrainer", "EpochStats", "SyncFreeContrastiveLoss", "epoch_seed"]
@@ -343,17 +341,12 @@ class FastPretrainer:
         if int(epochs) < self.epoch:
             raise ValueError(f"epochs={epochs} is below the {self.epoch} epochs already completed")
         epochs, interval = int(epochs), max(1, int(checkpoint_interval))
-        saved: list[Path] = []
+        rotation = CheckpointRotation(keep_last)
         done = []
         while self.epoch < epochs:
             done.append(self.run_epoch().to_dict())
             if checkpoint_dir is not None and self.epoch % interval == 0 and self.epoch < epochs:
-                path = self.save_checkpoint(Path(checkpoint_dir) / f"checkpoint_epoch={self.epoch}.pt", config)
-                if path is not None:
-                    saved.append(path)
-                    for old in saved[:-keep_last] if keep_last else []:
-                        old.unlink(missing_ok=True)
-                    saved = saved[-keep_last:] if keep_last else saved
+                rotation.add(self.save_checkpoint(Path(checkpoint_dir) / f"checkpoint_epoch={self.epoch}.pt", config))
         if checkpoint_dir is None:
             return done
         final = self.save_checkpoint(Path(checkpoint_dir) / "checkpoint_final.pt", config)
@@ -367,25 +360,11 @@ class FastPretrainer:
     def state_dict(self, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """:class:`~monai_modan.engines.pretrain.PretrainCheckpoint`'s checkpoint content (no AMP scaler: bf16
         needs none)."""
-        return {
-            "model": _unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "scaler": {},
-            "epoch": int(self.epoch),
-            "iteration": int(self.iteration),
-            "rng": _rng_state(),
-            "config": _jsonable(dict(config or {})),
-        }
+        return checkpoint_payload(self.model, self.optimizer, self.scheduler, self.epoch, self.iteration, config or {})
 
     def save_checkpoint(self, path: str | Path, config: Mapping[str, Any] | None = None) -> Path | None:
         """Write :meth:`state_dict` atomically to ``path`` (on rank 0 only; other ranks return ``None``)."""
-        if self.rank != 0:
-            return None
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(config), tmp)
-        return path
+        return save_checkpoint(Path(path), self.state_dict(config))
 
     def load_checkpoint(self, path: str | Path, config: Mapping[str, Any] | None = None) -> None:
         """Resume from a checkpoint of either path (``torch.load(weights_only=True)``): weights, optimiser,
@@ -395,16 +374,5 @@ class FastPretrainer:
         Raises:
             CheckpointError: not a checkpoint, or its ``config`` differs from ``config`` (as ``PretrainCheckpoint``).
         """
-        ckpt = load_checkpoint(path)
-        mine, theirs = _jsonable(dict(config or {})), ckpt.get("config", {})
-        diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-        if diff:
-            details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:6])
-            raise CheckpointError(f"{path} was written by a different configuration ({details})")
-        _unwrap(self.model).load_state_dict(ckpt["model"])
-        if ckpt.get("optimizer"):
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None and ckpt.get("scheduler"):
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt.get("rng", {}))
+        ckpt = restore_checkpoint(path, config or {}, self.model, self.optimizer, self.scheduler)
         self.epoch, self.iteration = int(ckpt["epoch"]), int(ckpt["iteration"])

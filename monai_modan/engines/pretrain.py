@@ -10,7 +10,6 @@ configuration fingerprint, and contrastive diagnostics / throughput for the logg
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import torch
 from monai.utils import StrEnum
 from torch import nn
 
+from ..networks.export import CheckpointError
 from ..utils.io import atomic_path
 
 __all__ = [
@@ -38,10 +38,6 @@ class PretrainMethod(StrEnum):
     MULSUPCON = "mulsupcon"
     SIMCLR = "simclr"
     SUPERVISED = "supervised"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is not a weights file, or belongs to a different configuration."""
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -327,12 +323,12 @@ class PretrainCheckpoint:
                  export_encoder: bool = True, model_file: str | Path | None = None):
         self.save_dir = Path(save_dir)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.interval, self.keep_last = max(1, int(interval)), keep_last
+        self.interval = max(1, int(interval))
         self.config = _jsonable(dict(config or {}))
         self.resume_from = str(resume_from) if resume_from else None
         self.export_encoder = export_encoder
         self.model_file = Path(model_file) if model_file else None
-        self.saved: list[Path] = []
+        self.rotation = CheckpointRotation(keep_last)
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -342,70 +338,101 @@ class PretrainCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
-    # saving
     def state_dict(self, engine) -> dict:
-        return {
-            "model": _unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "scaler": engine.scaler.state_dict() if getattr(engine, "scaler", None) is not None else {},
-            "epoch": int(engine.state.epoch),
-            "iteration": int(engine.state.iteration),
-            "rng": _rng_state(),
-            "config": self.config,
-        }
-
-    def save(self, engine, name: str) -> Path | None:
-        if _rank() != 0:  # under DDP every rank holds the same weights; one writer
-            return None
-        path = self.save_dir / name
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(engine), tmp)
-        return path
+        scaler = getattr(engine, "scaler", None)
+        return checkpoint_payload(self.model, self.optimizer, self.scheduler, engine.state.epoch,
+                                  engine.state.iteration, self.config, scaler.state_dict() if scaler is not None else None)
 
     def _epoch_completed(self, engine) -> None:
         if engine.state.epoch % self.interval == 0 and engine.state.epoch < engine.state.max_epochs:
-            path = self.save(engine, f"checkpoint_epoch={engine.state.epoch}.pt")
-            if path is None:
-                return
-            self.saved.append(path)
-            for old in self.saved[: -self.keep_last] if self.keep_last else []:
-                old.unlink(missing_ok=True)
-            self.saved = self.saved[-self.keep_last:] if self.keep_last else self.saved
+            path = save_checkpoint(self.save_dir / f"checkpoint_epoch={engine.state.epoch}.pt", self.state_dict(engine))
+            self.rotation.add(path)
 
     def _completed(self, engine) -> None:
-        if self.save(engine, "checkpoint_final.pt") is None:
+        if save_checkpoint(self.save_dir / "checkpoint_final.pt", self.state_dict(engine)) is None:
             return
         if self.export_encoder:
             from ..networks.export import export_encoder
 
             export_encoder(_unwrap(self.model), self.save_dir / "encoder.pt")
+        with atomic_path(self.save_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(self.config, indent=2))
         if self.model_file is not None:
             with atomic_path(self.model_file) as tmp:
                 torch.save(_unwrap(self.model).state_dict(), tmp)
-            with atomic_path(self.save_dir / "config.json") as tmp:
-                tmp.write_text(json.dumps(self.config, indent=2))
 
-    # resuming
     def _resume(self, engine) -> None:
-        ckpt = load_checkpoint(self.resume_from)
-        theirs = ckpt.get("config", {})
-        diff = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
-        if diff:
-            details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {self.config.get(k)!r}" for k in diff[:6])
-            raise CheckpointError(f"{self.resume_from} was written by a different configuration ({details})")
-        _unwrap(self.model).load_state_dict(ckpt["model"])
-        if self.optimizer is not None and ckpt.get("optimizer"):
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None and ckpt.get("scheduler"):
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        if getattr(engine, "scaler", None) is not None and ckpt.get("scaler"):
-            engine.scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt.get("rng", {}))
+        ckpt = restore_checkpoint(self.resume_from, self.config, self.model, self.optimizer, self.scheduler,
+                                  getattr(engine, "scaler", None))
         engine.state.epoch = int(ckpt["epoch"])
         engine.state.iteration = int(ckpt["iteration"])
         if engine.state.epoch >= engine.state.max_epochs:
             engine.terminate()
+
+
+class CheckpointRotation:
+    """Keeps the last ``keep_last`` periodic checkpoints on disk (0 keeps all); ``None`` paths (other ranks) ignored."""
+
+    def __init__(self, keep_last: int = 2):
+        self.keep_last, self.saved = int(keep_last), []
+
+    def add(self, path: Path | None) -> None:
+        if path is None:
+            return
+        self.saved.append(path)
+        if self.keep_last:
+            for old in self.saved[:-self.keep_last]:
+                old.unlink(missing_ok=True)
+            self.saved = self.saved[-self.keep_last:]
+
+
+def checkpoint_payload(model: nn.Module, optimizer, scheduler, epoch: int, iteration: int, config: Mapping[str, Any],
+                       scaler_state: dict | None = None) -> dict:
+    """What a monai-modan training checkpoint holds (either training path writes and reads this format)."""
+    return {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "scaler": scaler_state or {},
+        "epoch": int(epoch),
+        "iteration": int(iteration),
+        "rng": _rng_state(),
+        "config": _jsonable(dict(config)),
+    }
+
+
+def save_checkpoint(path: Path, payload: dict) -> Path | None:
+    """Write ``payload`` atomically; under DDP only rank 0 writes (every rank holds the same weights)."""
+    if _rank() != 0:
+        return None
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def restore_checkpoint(path: str | Path, config: Mapping[str, Any], model: nn.Module, optimizer=None, scheduler=None,
+                       scaler=None) -> dict:
+    """Load a checkpoint written with ``config`` into model / optimiser / scheduler / scaler and restore the RNG
+    states; returns the checkpoint (for its ``epoch`` and ``iteration``).
+
+    Raises:
+        CheckpointError: not a checkpoint, or written by a different configuration (the differing keys are named).
+    """
+    ckpt = load_checkpoint(path)
+    mine, theirs = _jsonable(dict(config)), ckpt.get("config", {})
+    diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+    if diff:
+        details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:6])
+        raise CheckpointError(f"{path} was written by a different configuration ({details})")
+    _unwrap(model).load_state_dict(ckpt["model"])
+    if optimizer is not None and ckpt.get("optimizer"):
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler"):
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt.get("rng", {}))
+    return ckpt
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -466,11 +493,3 @@ def _jsonable(obj: Any) -> Any:
 def config_fingerprint(**values: Any) -> dict:
     """What must match for a resume to be valid (anything that changes shapes or the meaning of the labels)."""
     return _jsonable(values)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
-
