@@ -28,7 +28,7 @@ from typing import NamedTuple
 import yaml
 from enum import StrEnum
 
-from .vocabulary import LabelSpace, VocabularyError, normalise_text
+from .vocabulary import LabelSpace, VocabularyError, normalise_text, read_yaml_file
 
 __all__ = [
     "RADIMAGENET_DIR",
@@ -124,13 +124,7 @@ class RadImageNetRules:
 
     def extended(self, user_yaml: str | Path) -> RadImageNetRules:
         path = Path(user_yaml)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise VocabularyError(f"cannot read RadImageNet rules file {path}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise VocabularyError(f"{path}: not valid YAML ({e})") from None
-        return self._merged(data, str(path))
+        return self._merged(read_yaml_file(path, "RadImageNet rules file"), str(path))
 
     def _merged(self, data: object, source: str) -> RadImageNetRules:
         data = data or {}
