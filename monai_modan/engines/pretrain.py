@@ -56,11 +56,8 @@ def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path
 
     Indexes are written under ``output_dir`` and reused when they already exist.
     """
-    from ..data.datalist import load_datalist
-
     output_dir = Path(output_dir)
-    if datalist:
-        load_datalist(datalist)  # validate early: clear error before any training starts
+    if datalist:  # validated (once) by load_pretraining_data, before any training starts
         return str(datalist)
     out = output_dir / "datalist.json" if dataset_dir else output_dir / "synthetic" / "datalist.json"
     # under DDP one rank builds the index/corpus and the others wait, so they never write the same files at once
