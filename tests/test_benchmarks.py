@@ -81,10 +81,13 @@ def test_index_benchmark_tiny():
 def test_cv_benchmark_tiny(tmp_path):
     result = cv.run(image_size=32, images=40, workers=2, repeats_cv=1, folds=2, epochs=1, warmup=0, repeats=1,
                     workdir=tmp_path)
-    check_result(result, "cv", n_comparisons=1)
-    (c,) = result["comparisons"]
-    assert c["target"] == {"op": ">=", "value": 1.5} and c["candidate"]["items"] == 2
+    check_result(result, "cv", n_comparisons=2)
+    pooled, probe = result["comparisons"]
+    assert pooled["target"] == {"op": ">=", "value": 1.5} and pooled["candidate"]["items"] == 2
     assert result["sizes"]["workers"] == 2 and result["max_auc_diff"] <= 1e-3
+    # the linear probe's shared feature pass runs the same optimisation as per-run encoding
+    assert probe["candidate"]["items"] == probe["baseline"]["items"] == 2
+    assert result["max_auc_diff_linear_probe"] <= 1e-6
     assert (tmp_path / "out_workers2" / "results.csv").is_file()
     with pytest.raises(ValueError, match="workers must be >= 2"):
         cv.run(workers=1, workdir=tmp_path)

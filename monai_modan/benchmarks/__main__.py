@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=None, help="indexer processes (default: all CPUs)")
     q.add_argument("--keep-os-cache", action="store_true", help="do not drop the files from the OS page cache")
 
-    q = sub.add_parser("cv", help="evaluation protocol: fine-tuning folds in a process pool vs serially")
+    q = sub.add_parser("cv", help="evaluation protocol: fine-tuning folds in a process pool and linear probes "
+                                  "sharing one feature pass, each vs one run after another")
     common(q, repeats=3)
     q.add_argument("--size", type=int, default=None, help="image side in px (default 32 on CPU, 64 on CUDA)")
     q.add_argument("--images", type=int, default=None, help="images in the task (default 60 on CPU, 400 on CUDA)")

@@ -1,14 +1,23 @@
-"""Cross-validation benchmark: the evaluation protocol's fine-tuning folds run concurrently vs one after another.
+"""Cross-validation benchmark: the evaluation protocol's runs done together vs one after another.
 
-One comparison, measured in the same process on the same synthetic grouped task (generated in a temporary folder):
+Two comparisons, on the same synthetic grouped task (generated in a temporary folder).
+
+**Fine-tuning**, measured in the same process on the same synthetic grouped task (generated in a temporary folder):
 :func:`~monai_modan.evaluation.experiment.run_experiment` for one task and one initialisation (scratch, fine-tuning
 only, ``repeats x folds`` folds) with ``workers=1`` (baseline: every fold in this process, with this process' torch
 threads) against ``workers=W`` (candidate: a process pool, ``cores // W`` threads per worker). Each timed call is
 a whole fresh run -- loading the images, training every fold, writing results, predictions and the report -- in an
 empty output folder. ``ratio = serial seconds / pooled seconds``; targets >= 1.5 on CPU, >= 3 on a GPU.
 
-The result also records the largest difference between the two runs' AUCs (the protocol promises none: every fold's
-seed depends only on its repeat and init).
+**Linear probing**: the ``repeats x folds`` linear-probe runs of one pretrained encoder (a seeded random ResNet-18
+saved as a checkpoint, so the init is loaded like any pretrained one) through
+:func:`~monai_modan.engines.finetune.train_fold`, each run on its own with the frozen encoder applied to every batch
+(``precompute_features=False``: baseline) against all runs sharing one feature pass over the task's images
+(``feature_cache``, as :func:`~monai_modan.evaluation.experiment.run_experiment` does: candidate). With the encoder
+frozen and no augmentation, every run computes exactly these features, so the runs are the same optimisation.
+
+The result records, for each comparison, the largest difference between the two sides' AUCs (the protocol promises
+none: every fold's seed depends only on its repeat and init).
 """
 
 from __future__ import annotations
@@ -92,6 +101,9 @@ def run(
         if set(aucs[0]) != set(aucs[1]) or len(aucs[0]) != repeats_cv * folds:
             raise RuntimeError("the serial and pooled runs wrote different rows")
         max_diff = max(abs(aucs[0][k] - aucs[1][k]) for k in aucs[0])
+        probe = _linear_probe_comparison(task, root, image_size=image_size, repeats_cv=repeats_cv, folds=folds,
+                                         epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                                         warmup=warmup, repeats=repeats)
     finally:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
@@ -100,8 +112,51 @@ def run(
                           target=(">=", TARGETS[kind]),
                           note=f"max |AUC serial - AUC pooled| over the {repeats_cv * folds} folds: {max_diff:.3g}")
     sizes = {"image_size": image_size, "images": images, "workers": workers, "repeats": repeats_cv, "folds": folds,
-             "epochs": epochs, "batch_size": batch_size, "init": "scratch", "mode": "fine_tune"}
+             "epochs": epochs, "batch_size": batch_size, "init": "scratch (fine-tuning), checkpoint (linear probing)"}
     notes = [f"baseline threads: {threads}; each of the {workers} workers gets cores // workers torch threads",
-             "each timed call is a whole run_experiment (image loading, every fold, results, predictions, report)"]
-    return make_result("cv", "evaluation protocol: fine-tuning folds in a process pool vs serially", device, sizes,
-                       [compared], notes, max_auc_diff=max_diff)
+             ("fine-tuning: each timed call is a whole run_experiment (image loading, every fold, results, "
+              "predictions, report)"),
+             ("linear probing: each timed call is every run of the protocol through train_fold on images in memory; "
+              "the candidate starts from an empty feature cache")]
+    return make_result("cv", "evaluation protocol: runs done together vs one after another", device, sizes,
+                       [compared, probe["comparison"]], notes, max_auc_diff=max_diff,
+                       max_auc_diff_linear_probe=probe["max_auc_diff"])
+
+
+def _linear_probe_comparison(task: Path, root: Path, *, image_size: int, repeats_cv: int, folds: int, epochs: int,
+                             batch_size: int, seed: int, device: torch.device, warmup: int,
+                             repeats: int) -> dict[str, Any]:
+    """Every linear-probe run of the protocol, each encoding its own batches vs all sharing one feature pass."""
+    import json
+
+    from ..engines.finetune import InitSpec, Recipe, TaskImages, repeat_seed, train_fold
+    from ..evaluation.folds import make_folds
+    from ..networks import build_encoder, export_encoder
+
+    items = json.loads(Path(task).read_text())["training"]
+    images = TaskImages.load(items, image_size).to(device)
+    plan = make_folds(images.labels, [it["group"] for it in items], n_folds=folds, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        init = InitSpec.parse("pretrained", export_encoder(build_encoder(), root / "encoder.pt"))
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, image_size=image_size)
+    runs = [(repeat_seed(seed, r), plan.split(f, recipe.val_fraction, seed=repeat_seed(seed, r)))
+            for r in range(repeats_cv) for f in range(folds)]
+    aucs: dict[bool, list[float]] = {}
+
+    def protocol(shared: bool) -> None:
+        cache: dict[str, torch.Tensor] = {}
+        aucs[shared] = [train_fold(images, None, split, init, "linear_probe", recipe, seed=s, device=device,
+                                   feature_cache=cache if shared else None, precompute_features=shared).auc
+                        for s, split in runs]
+
+    baseline, candidate = measure_interleaved([
+        Timed("each run on its own, frozen encoder on every batch", lambda: protocol(False), len(runs), "runs"),
+        Timed("all runs share one feature pass", lambda: protocol(True), len(runs), "runs"),
+    ], device=device, warmup=warmup, repeats=repeats)
+    max_diff = max(abs(a - b) for a, b in zip(aucs[False], aucs[True]))
+    return {"comparison": comparison(f"linear probing, {len(runs)} runs: shared features vs per-run encoder",
+                                     baseline, candidate, target=(">=", TARGETS[device.type if device.type == "cuda"
+                                                                                else "cpu"]),
+                                     note=f"max |AUC per-run - AUC shared| over the {len(runs)} runs: {max_diff:.3g}"),
+            "max_auc_diff": max_diff}
