@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -181,7 +182,8 @@ def test_checkpoints_have_the_plain_format_and_resume_exactly(tmp_path):
     torch.manual_seed(0)
     interrupted = trainer(TinyNet(), scheduler=True)
     interrupted.run(1, checkpoint_dir=tmp_path / "a", config=config, export_encoder=False)
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["checkpoint_final.pt"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["checkpoint_final.pt", "config.json"]
+    assert json.loads((tmp_path / "a" / "config.json").read_text()) == config
     ckpt = torch.load(tmp_path / "a" / "checkpoint_final.pt", weights_only=True)
     engine = SimpleNamespace(state=SimpleNamespace(epoch=1, iteration=2), scaler=None)
     plain = PretrainCheckpoint(tmp_path, interrupted.model, interrupted.optimizer, interrupted.scheduler,
@@ -204,7 +206,7 @@ def test_periodic_checkpoints_keep_the_last_ones(tmp_path):
     fast = trainer(TinyNet())
     fast.run(4, checkpoint_dir=tmp_path, checkpoint_interval=1, keep_last=2, export_encoder=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt",
-                                                          "checkpoint_final.pt"]
+                                                          "checkpoint_final.pt", "config.json"]
 
 
 def test_the_plain_workflow_resumes_from_a_fast_checkpoint(tmp_path):

@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 
 from monai_modan.data.datalist import DatalistError
-from monai_modan.data.packed import PackedCorpus, PackedCorpusError, datalist_fingerprint, pack_datalist
+from monai_modan.data.packed import (
+    PackedCorpus,
+    PackedCorpusError,
+    datalist_fingerprint,
+    open_or_pack,
+    pack_datalist,
+)
 from monai_modan.data.readers import LoadGrayscaleImage
 from monai_modan.labels import LabelSpace
 
@@ -135,6 +141,22 @@ def test_repacking_replaces_the_pack_and_class_index_follows_the_datalist(tmp_pa
     assert first.class_index is None and not (out / "class_index.npy").exists()
     second = pack_datalist(datalist, out, 8, workers=0)
     assert second.images.shape == (9, 1, 8, 8) and PackedCorpus.open(out).image_size == 8
+
+
+def test_open_or_pack_reuses_a_current_pack_and_repacks_otherwise(tmp_path):
+    datalist, _, _ = make_datalist(tmp_path)
+    out = tmp_path / "pack"
+    first = open_or_pack(datalist, out, SIZE, workers=0)
+    stamp = (out / "images.u8").stat().st_mtime_ns
+    assert len(open_or_pack(datalist, out, SIZE, workers=0)) == len(first) == 9
+    assert (out / "images.u8").stat().st_mtime_ns == stamp, "a current pack is reused, not rewritten"
+    assert open_or_pack(datalist, out, 8, workers=0).image_size == 8, "another size repacks"
+    data = json.loads(datalist.read_text())
+    data["training"] = data["training"][:4]  # 3 good images, 1 corrupt
+    datalist.write_text(json.dumps(data))
+    assert len(open_or_pack(datalist, out, 8, workers=0)) == 3, "a changed datalist repacks"
+    (out / "index.json").unlink()  # an interrupted pack
+    assert len(open_or_pack(datalist, out, 8, workers=0)) == 3
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

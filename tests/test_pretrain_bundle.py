@@ -161,3 +161,29 @@ def test_multi_gpu_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):
     assert (tmp_path / "synthetic" / "datalist.json").is_file()
     # the loss saw the global batch: 2 ranks x 8 images, so an anchor can have more than 7 same-label positives
     assert "positives_per_anchor" in proc.stdout + proc.stderr
+
+
+def test_fast_overlay_writes_the_plain_paths_outputs_and_resumes_across_paths(tmp_path, two_epoch_run, corpus):
+    """fast_train.json (packed corpus + FastPretrainer) writes what train.json writes, with the same configuration
+    fingerprint, reuses its pack, and continues a plain-path checkpoint."""
+    fast = tmp_path / "fast"
+    _run(fast, "fast_train.json", epochs=2, datalist=corpus)
+    for name in ("checkpoint_final.pt", "checkpoint_epoch=1.pt", "encoder.pt", "config.json", "model.pt",
+                 "packed/index.json"):
+        assert (fast / name).is_file(), name
+    ckpt = torch.load(fast / "checkpoint_final.pt", weights_only=True)
+    plain = torch.load(two_epoch_run / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["iteration"] == plain["iteration"]
+    assert ckpt["config"] == plain["config"]
+    assert json.loads((fast / "config.json").read_text()) == plain["config"]
+    assert ckpt["model"].keys() == plain["model"].keys()
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+    # a plain-path checkpoint resumes on the fast path; the pack made by the first run is reused
+    pack_mtime = (fast / "packed" / "images.u8").stat().st_mtime_ns
+    _run(fast, "fast_train.json", epochs=2, datalist=corpus, resume_from=str(two_epoch_run / "checkpoint_epoch=1.pt"))
+    assert (fast / "packed" / "images.u8").stat().st_mtime_ns == pack_mtime
+    assert torch.load(fast / "checkpoint_final.pt", weights_only=True)["epoch"] == 2
+    # and a changed configuration is refused as on the plain path
+    _assert_fails("different configuration", fast, "fast_train.json", epochs=2, datalist=corpus, image_size=24,
+                  resume_from=str(two_epoch_run / "checkpoint_epoch=1.pt"))

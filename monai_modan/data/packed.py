@@ -39,7 +39,7 @@ import torch
 from ..labels.vocabulary import LabelSpace
 from ..utils.io import atomic_path, atomic_write_json
 
-__all__ = ["PackedCorpus", "PackedCorpusError", "pack_datalist", "datalist_fingerprint", "FORMAT"]
+__all__ = ["PackedCorpus", "PackedCorpusError", "pack_datalist", "open_or_pack", "datalist_fingerprint", "FORMAT"]
 
 FORMAT = "monai-modan/packed/1"
 INDEX_NAME = "index.json"
@@ -203,6 +203,21 @@ def pack_datalist(
     }
     atomic_write_json(out_dir / INDEX_NAME, index, indent=1)
     return PackedCorpus.open(out_dir)
+
+
+def open_or_pack(datalist_path: str | Path, out_dir: str | Path, image_size: int, split: str = "training",
+                 workers: int | None = None, *, progress: bool = False) -> PackedCorpus:
+    """The pack in ``out_dir`` when it was made from this very datalist file (same SHA-256), split and
+    ``image_size``; otherwise :func:`pack_datalist` (re)writes it. What a training run calls, so that the decode
+    cost is paid once per corpus and size, not once per run."""
+    try:
+        pack = PackedCorpus.open(out_dir)
+        if (pack.is_current(datalist_path) and pack.image_size == int(image_size)
+                and pack.index.get("split") == split):
+            return pack
+    except PackedCorpusError:
+        pass  # absent, interrupted or damaged: pack again
+    return pack_datalist(datalist_path, out_dir, image_size, split, workers, progress=progress)
 
 
 def _label_matrix(items: Sequence[dict], width: int, datalist_path: str | Path, split: str) -> np.ndarray:

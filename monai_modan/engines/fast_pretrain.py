@@ -54,10 +54,10 @@ from .pretrain import (
     CheckpointRotation,
     PretrainMethod,
     ViewLoss,
-    _unwrap,
     checkpoint_payload,
     restore_checkpoint,
     save_checkpoint,
+    save_final_outputs,
 )
 
 __all__ = ["FastPretrainer", "EpochStats", "SyncFreeContrastiveLoss", "epoch_seed"]
@@ -326,14 +326,16 @@ class FastPretrainer:
         config: Mapping[str, Any] | None = None,
         keep_last: int = 2,
         export_encoder: bool = True,
+        model_file: str | Path | None = None,
     ) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are complete in total (ignite's ``max_epochs``: after resuming from a
         checkpoint of epoch 2, ``run(5)`` trains epochs 3, 4 and 5).
 
         With ``checkpoint_dir``, writes ``checkpoint_epoch=N.pt`` every ``checkpoint_interval`` epochs (keeping the
-        last ``keep_last``) and, at the end, ``checkpoint_final.pt`` and (``export_encoder``, for the ResNet-18
-        models) ``encoder.pt`` -- the files and format of :class:`~monai_modan.engines.pretrain.PretrainCheckpoint`;
-        ``config`` is the fingerprint stored in them and checked on resume.
+        last ``keep_last``) and, at the end, what :class:`~monai_modan.engines.pretrain.PretrainCheckpoint` writes
+        (:func:`~monai_modan.engines.pretrain.save_final_outputs`): ``checkpoint_final.pt``, ``encoder.pt``
+        (``export_encoder``), ``config.json`` and the network's state dict at ``model_file`` (the bundle's
+        ``models/model.pt``); ``config`` is the fingerprint stored in them and checked on resume.
 
         Returns:
             one :meth:`EpochStats.to_dict` per epoch trained by this call (``loss``, ``images_per_second`` ...).
@@ -349,11 +351,8 @@ class FastPretrainer:
                 rotation.add(self.save_checkpoint(Path(checkpoint_dir) / f"checkpoint_epoch={self.epoch}.pt", config))
         if checkpoint_dir is None:
             return done
-        final = self.save_checkpoint(Path(checkpoint_dir) / "checkpoint_final.pt", config)
-        if final is not None and export_encoder:
-            from ..networks.export import export_encoder as export
-
-            export(_unwrap(self.model), Path(checkpoint_dir) / "encoder.pt")
+        save_final_outputs(checkpoint_dir, self.model, self.state_dict(config), config or {},
+                           export_encoder=export_encoder, model_file=model_file)
         return done
 
     # --------------------------------------------------------------------------------------------- checkpoints

@@ -27,7 +27,7 @@ from ..utils.io import atomic_path
 __all__ = [
     "PretrainMethod", "TwoViewBatch", "ViewLoss", "build_pretraining_model", "build_pretraining_loss",
     "EpochSeeding", "FiniteLossGuard", "ProgressBar", "load_pretraining_data", "PretrainCheckpoint", "PretrainDiagnostics", "CheckpointError",
-    "prepare_pretraining_datalist", "pretraining_transforms", "pick_device",
+    "prepare_pretraining_datalist", "pretraining_transforms", "pick_device", "save_final_outputs",
 ]
 
 
@@ -346,17 +346,8 @@ class PretrainCheckpoint:
             self.rotation.add(path)
 
     def _completed(self, engine) -> None:
-        if save_checkpoint(self.save_dir / "checkpoint_final.pt", self.state_dict(engine)) is None:
-            return
-        if self.export_encoder:
-            from ..networks.export import export_encoder
-
-            export_encoder(_unwrap(self.model), self.save_dir / "encoder.pt")
-        with atomic_path(self.save_dir / "config.json") as tmp:
-            tmp.write_text(json.dumps(self.config, indent=2))
-        if self.model_file is not None:
-            with atomic_path(self.model_file) as tmp:
-                torch.save(_unwrap(self.model).state_dict(), tmp)
+        save_final_outputs(self.save_dir, self.model, self.state_dict(engine), self.config,
+                           export_encoder=self.export_encoder, model_file=self.model_file)
 
     def _resume(self, engine) -> None:
         ckpt = restore_checkpoint(self.resume_from, self.config, self.model, self.optimizer, self.scheduler,
@@ -365,6 +356,32 @@ class PretrainCheckpoint:
         engine.state.iteration = int(ckpt["iteration"])
         if engine.state.epoch >= engine.state.max_epochs:
             engine.terminate()
+
+
+def save_final_outputs(save_dir: str | Path, model: nn.Module, payload: dict, config: Mapping[str, Any], *,
+                       export_encoder: bool = True, model_file: str | Path | None = None) -> Path | None:
+    """The end of a pretraining run, for either training path (each file atomic; only rank 0 writes under DDP):
+    ``checkpoint_final.pt`` (``payload``), ``encoder.pt`` (the ResNet-18 alone, loadable into plain MONAI
+    ``resnet18``), ``config.json`` (``config``) and, with ``model_file``, the whole network's state dict there.
+
+    Returns:
+        the path of ``checkpoint_final.pt`` (``None`` on other ranks).
+    """
+    save_dir = Path(save_dir)
+    final = save_checkpoint(save_dir / "checkpoint_final.pt", payload)
+    if final is None:
+        return None
+    if export_encoder:
+        from ..networks.export import export_encoder as export
+
+        export(_unwrap(model), save_dir / "encoder.pt")
+    with atomic_path(save_dir / "config.json") as tmp:
+        tmp.write_text(json.dumps(_jsonable(dict(config)), indent=2))
+    if model_file is not None:
+        Path(model_file).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(model_file) as tmp:
+            torch.save(_unwrap(model).state_dict(), tmp)
+    return final
 
 
 class CheckpointRotation:
