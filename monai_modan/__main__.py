@@ -29,11 +29,15 @@ def _space(args):
 
 def _cmd_index(args) -> int:
     from .data.datalist import format_report, write_datalist
+    from .utils.io import check_writable
 
     space = _space(args)
     out = Path(args.out)
     cache = None if args.no_cache else (args.cache or out.with_name(out.stem + ".dicom-cache.json"))
-    result, classes = index_path(args.path, space, args.source, workers=args.workers, cache=cache,
+    check_writable(out)  # before indexing, which can take long
+    # files whose path holds one of their own identifying values are listed through links made here
+    links = out.with_name(out.stem + ".links")
+    result, classes = index_path(args.path, space, args.source, workers=args.workers, cache=cache, link_dir=links,
                                  progress=not args.quiet)
     if not result.records:
         reasons = ", ".join(sorted({s.reason for s in result.skipped})) or "no files"

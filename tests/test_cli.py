@@ -22,7 +22,7 @@ def test_index_real_dicom_writes_datalist_and_report(dicom_dir, tmp_path, capsys
     assert len(items) == 40 and data.source == "dicom"
     assert all(len(it["label"]) == data.space.width for it in items)
     # every entry says which tag produced each label
-    by_name = {Path(it["image"]).name: it for it in items}
+    by_name = {Path(it["image"]).resolve().name: it for it in items}  # through the pseudonymous links
     assert by_name["RG1_J2KI.dcm"]["modality"] == "XR" and by_name["RG1_J2KI.dcm"]["anatomy"] == "chest"
     assert by_name["RG3_J2KR.dcm"]["label_source"] == {"modality": "Modality", "anatomy": "StudyDescription"}
     report = (tmp_path / "pacs.report.md").read_text()
@@ -39,18 +39,17 @@ def test_no_identifier_reaches_any_output(dicom_dir, tmp_path):
 
     out = tmp_path / "pacs.json"
     main(["index", str(dicom_dir), "--out", str(out), "--quiet", "--workers", "0"])
-    # file paths are the user's own folder names (a PACS export may name folders by patient ID: see docs);
-    # every value the indexer itself writes must be free of identifiers
+    # everything written, file paths included: the export's folder named by PatientID (dicomdirtests/77654033)
+    # reaches the datalist and report only through pseudonymous links in pacs.links/
     data = json.loads(out.read_text())
-    for split in ("training", "validation", "test"):
-        for item in data.get(split, []):
-            item.pop("image")
     report = json.loads((tmp_path / "pacs.report.json").read_text())
-    for info in report["skipped_by_reason"].values():
-        info.pop("examples")
-    report.pop("root")
     cache = json.loads((tmp_path / "pacs.dicom-cache.json").read_text())
-    written = json.dumps(data) + json.dumps(report) + json.dumps(list(cache["files"].values()))
+    written = (out.read_text() + (tmp_path / "pacs.report.md").read_text() + json.dumps(report)
+               + json.dumps(cache))
+    linked = [Path(it["image"]) for it in data["training"] if Path(it["image"]).parent == tmp_path / "pacs.links"]
+    # 7 files in the PatientID folder, 4 files named by their PatientID (pydicom's MR2_UNCR.dcm: PatientID "MR2")
+    assert len(linked) == 11
+    assert sum(p.resolve().parent.parent.name == "77654033" for p in linked) == 7
     identifiers = set()
     for f in dicom_dir.rglob("*"):
         if f.is_file() and f.suffix != ".csv":

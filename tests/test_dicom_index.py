@@ -79,12 +79,18 @@ def space() -> LabelSpace:
 
 @pytest.fixture(scope="module")
 def real_index(dicom_dir, space, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache") / "headers.json"
-    return index_dicom_folder(dicom_dir, space, workers=0, cache=cache, progress=False), cache
+    out = tmp_path_factory.mktemp("cache")
+    cache = out / "headers.json"
+    return index_dicom_folder(dicom_dir, space, workers=0, cache=cache, link_dir=out / "links", progress=False), cache
 
 
 def relative(result, path: str) -> str:
-    return Path(path).relative_to(result.root).as_posix()
+    """A record's path relative to the export (through its pseudonymous link, if it has one)."""
+    return Path(os.path.realpath(path)).relative_to(result.root).as_posix()
+
+
+def key(rel: str) -> str:
+    return dicom_index._cache_key(rel)
 
 
 def write_dicom(path: Path, sop_class, *, pixels: bool = True, **elements) -> Path:
@@ -136,8 +142,8 @@ def test_real_export_unmapped_values_are_counted(real_index):
 
 
 def test_parallel_equals_serial(dicom_dir, space, real_index):
-    serial, _ = real_index
-    parallel = index_dicom_folder(dicom_dir, space, workers=2, progress=False)
+    serial, cache = real_index
+    parallel = index_dicom_folder(dicom_dir, space, workers=2, link_dir=cache.parent / "links", progress=False)
     assert [r.to_item(space) for r in parallel.records] == [r.to_item(space) for r in serial.records]
     assert parallel.skipped == serial.skipped
     assert parallel.unmapped == serial.unmapped
@@ -153,8 +159,8 @@ def _identifiers(path: Path) -> set[str]:
     return {v.strip() for v in values if len(v.strip()) >= 3}
 
 
-def _strings(obj, skip_keys=("image", "path")) -> list[str]:
-    """Every string in a JSON-like object except file paths (exports laid out by patient ID carry it in paths)."""
+def _strings(obj, skip_keys=()) -> list[str]:
+    """Every string in a JSON-like object (file paths included: the export's patient-ID folder is linked away)."""
     if isinstance(obj, str):
         return [obj]
     if isinstance(obj, dict):
@@ -180,7 +186,7 @@ def test_no_identifying_value_in_result_or_cache(dicom_dir, space, real_index):
         ids = _identifiers(dicom_dir / rel)
         all_ids |= ids
         own = _strings(next(r.to_item(space) for r in result.records if relative(result, r.image) == rel))
-        own += _strings(cache_data["files"][rel])
+        own += _strings(cache_data["files"][key(rel)])
         leaks = [(i, s) for i in ids for s in own if i.lower() in s.lower()]
         assert leaks == [], rel
     assert len(all_ids) > 30
@@ -193,11 +199,11 @@ def test_header_values_in_the_cache_are_only_the_label_space_tags(real_index, sp
     data = json.loads(cache.read_text(encoding="utf-8"))
     assert data["tags"] == sorted(["Modality", "AnatomicRegionSequence", "BodyPartExamined", "StudyDescription",
                                    "SeriesDescription", "ProtocolName"])
-    assert set(data["files"]) == set(EXPECTED) | {"dicom_index.csv"}
+    assert set(data["files"]) == {key(rel) for rel in [*EXPECTED, "dicom_index.csv"]}
     for rel, entry in data["files"].items():
         if "values" in entry:
             assert set(entry["values"]) <= set(data["tags"]), rel
-    assert data["files"]["pydicom_data/RG3_J2KR.dcm"]["values"] == {
+    assert data["files"][key("pydicom_data/RG3_J2KR.dcm")]["values"] == {
         "Modality": "CR", "BodyPartExamined": "EXTREMITY", "StudyDescription": "Non-ossifying fibroma of distal tibia"}
 
 
@@ -290,9 +296,9 @@ def counted_reads(monkeypatch):
     calls: list[str] = []
     real = dicom_index.read_header_entry
 
-    def counting(path, tags):
+    def counting(path, tags, rel=None):
         calls.append(Path(path).relative_to(export_root[0]).as_posix())
-        return real(path, tags)
+        return real(path, tags, rel)
 
     export_root: list[Path] = []
     monkeypatch.setattr(dicom_index, "read_header_entry", counting)
@@ -371,7 +377,7 @@ def test_corrupt_cache_is_rebuilt_not_fatal(tmp_path, dicom_dir, space, counted_
     result = index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
     assert len(result.records) == 1 and calls == ["ct.dcm"]
     assert any("ignored and rebuilt" in n for n in result.notes)
-    assert json.loads(cache.read_text(encoding="utf-8"))["files"]["ct.dcm"]["values"]["Modality"] == "CT"
+    assert json.loads(cache.read_text(encoding="utf-8"))["files"][key("ct.dcm")]["values"]["Modality"] == "CT"
 
 
 def test_cache_inside_the_export_is_not_indexed(tmp_path, dicom_dir, space):
@@ -381,3 +387,54 @@ def test_cache_inside_the_export_is_not_indexed(tmp_path, dicom_dir, space):
     for _ in range(2):
         result = index_dicom_folder(export, space, workers=0, cache=export / "index_cache.json", progress=False)
         assert len(result.records) == 1 and result.skipped == []
+
+
+def test_paths_holding_their_own_identifiers_are_listed_through_links(dicom_dir, space, real_index, tmp_path,
+                                                                      caplog):
+    """dicomdirtests/77654033/ is named by the PatientID of its 7 files, and 4 of pydicom's files are named by theirs
+    (MR2_UNCR.dcm: PatientID "MR2"): these 11 are listed through pseudonymous links with unchanged labels; without a
+    link folder their paths stay and a warning says so."""
+    linked, cache = real_index
+    links = cache.parent / "links"
+    in_links = sorted(relative(linked, r.image) for r in linked.records if Path(r.image).parent == links)
+    assert len(in_links) == 11
+    assert sum(rel.startswith("pydicom_test_files/dicomdirtests/77654033/") for rel in in_links) == 7
+    assert [rel for rel in in_links if rel.startswith("pydicom_data/")] == [
+        "pydicom_data/MR2_UNCR.dcm", "pydicom_data/RG1_J2KI.dcm", "pydicom_data/RG3_J2KR.dcm",
+        "pydicom_data/US1_UNCR.dcm"]
+    assert not any("77654033" in r.image or "MR2_UNCR" in r.image for r in linked.records)
+    assert any(n.startswith("privacy: 11 file path(s)") and str(links) in n for n in linked.notes)
+    # 98892001/ is not the PatientID of its files (98890234): nothing to find there
+    assert sum("98892001" in r.image for r in linked.records) == 7
+
+    with caplog.at_level("WARNING", logger="monai_modan.data.dicom_index"):
+        plain = index_dicom_folder(dicom_dir, space, workers=0, progress=False)
+    assert sum("77654033" in r.image for r in plain.records) == 7
+    assert any("their paths are written as they are" in n for n in plain.notes)
+    assert "11 DICOM file path(s)" in caplog.text and "77654033" not in caplog.text
+    by_file = {relative(plain, r.image): r.labels for r in plain.records}
+    assert all(by_file[relative(linked, r.image)] == r.labels for r in linked.records)
+
+    # re-indexing reuses the links; a links folder inside the export is not indexed
+    again = index_dicom_folder(dicom_dir, space, workers=0, cache=cache, link_dir=links, progress=False)
+    assert [r.image for r in again.records] == [r.image for r in linked.records] and again.files_read == 0
+    export = tmp_path / "export"
+    shutil.copytree(dicom_dir / "pydicom_test_files" / "dicomdirtests", export)
+    first = index_dicom_folder(export, space, workers=0, link_dir=export / "links", progress=False)
+    second = index_dicom_folder(export, space, workers=0, link_dir=export / "links", progress=False)
+    assert len(first.records) == len(second.records) == 14 and (export / "links").is_dir()
+
+
+@pytest.mark.parametrize("rel, identifiers, expected", [
+    ("77654033/CT2/17106", ["77654033"], True),  # a folder named by PatientID
+    ("DOE_JOHN/study/1.dcm", ["DOE^JOHN", "DOE", "JOHN", "DOE JOHN"], True),  # person-name components as words
+    ("export/P77654033_ct/1.dcm", ["77654033"], True),  # a long ID inside a name
+    ("scans/19700101/1.dcm", ["19700101", "1970-01-01"], True),  # birth date
+    ("Müller/1.dcm", ["Müller"], True),  # any script
+    ("export123/1.dcm", ["123"], False),  # a short value only as a whole word
+    ("study_2/1.dcm", ["2"], False),  # values below 3 characters are not looked for
+    ("johnson/1.dcm", ["JOHN"], False),  # a name component inside a longer word is not a match
+    ("CT2/17106", ["77654033"], False),
+])
+def test_path_names_identifier(rel, identifiers, expected):
+    assert dicom_index.path_names_identifier(rel, identifiers) is expected

@@ -41,12 +41,20 @@ a grown export reads only new or changed files; :attr:`DicomIndexResult.files_re
 :attr:`DicomIndexResult.files_cached` (also in ``notes``) say how many. A cache written for a label space that used
 fewer tags is refreshed for the image files.
 
-Privacy: paths are kept as they are (the datalist must point at the files). Exports laid out by patient ID put that ID
-in the path; rename such folders before sharing a datalist.
+Privacy: exports are often laid out by patient (``<PatientID>/<study>/...``, ``DOE_JOHN/...``), which would put
+identifying values into every datalist, report and log that names a file. Each file's path relative to ``root`` is
+checked against the file's own identifying values (:func:`path_names_identifier`); such files are counted in
+``notes`` and, with ``link_dir`` (the CLI and the pretraining bundle always pass one), listed through pseudonymous
+symbolic links ``link_dir/<hash>.dcm`` instead (``readlink`` gives the real path; the links are local to the
+machine and should not be shared). Without ``link_dir`` their paths are kept and a warning says so. The header
+cache is keyed by a hash of the relative path, so it holds no path at all. Not covered: a folder named after an
+identifier that the files' headers do not hold (e.g. another ID scheme), and files skipped before their header is
+read (hidden, empty, DICOMDIR), which are reported by their path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -70,6 +78,7 @@ from ..labels.dicom_labels import (
     IDENTIFYING_TAGS,
     extract_header_values,
     header_tags,
+    identifier_strings,
     label_values,
     non_image_kind,
     non_image_reason,
@@ -78,17 +87,19 @@ from ..labels.vocabulary import LabelSpace
 from ..utils.io import OutputError, atomic_write_json
 from .records import ImageRecord, IndexResult, SkippedFile
 
-__all__ = ["DicomIndexError", "DicomIndexResult", "index_dicom_folder", "read_header_entry", "CACHE_VERSION"]
+__all__ = ["DicomIndexError", "DicomIndexResult", "index_dicom_folder", "read_header_entry", "path_names_identifier",
+           "CACHE_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "monai-modan/dicom-header-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keys are hashes of the relative paths, entries flag identifying paths
 _GEOMETRY_TAGS = ("Modality", "SOPClassUID", "Rows", "Columns", "NumberOfFrames", "PhotometricInterpretation",
                   "SharedFunctionalGroupsSequence")
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}  # Pixel Data, Float, Double Float
 _BARE_DATASET_STARTS = (b"\x08\x00", b"\x00\x08")  # (0008,xxxx) little / big endian
 _UNDEFINED = 0xFFFFFFFF
+_WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (any script)
 _LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
 
 
@@ -186,7 +197,24 @@ def _truncation(fp: BinaryIO, ds: pydicom.Dataset, size: int) -> str | None:
         fp.seek(item_length, os.SEEK_CUR)
 
 
-def _entry(fp: BinaryIO, tags: Sequence[str]) -> dict[str, Any]:
+def path_names_identifier(rel: str, identifiers: Sequence[str]) -> bool:
+    """Whether the relative path ``rel`` contains one of ``identifiers`` (a file's own identifying values,
+    :func:`~monai_modan.labels.dicom_labels.identifier_strings`), case-insensitively: as a whole word or word
+    sequence of >= 3 letters/digits (``DOE_JOHN/`` for ``DOE^JOHN``, ``77654033/``), or -- for values of >= 6 letters
+    and digits (IDs, accession numbers, dates) -- anywhere inside a folder or file name (``P77654033_CT``)."""
+    words = f" {' '.join(_WORD.findall(rel.lower()))} "
+    names = ["".join(_WORD.findall(part)) for part in rel.lower().split("/")]
+    for identifier in identifiers:
+        tokens = _WORD.findall(str(identifier).lower())
+        compact = "".join(tokens)
+        if len(compact) < 3:
+            continue
+        if f" {' '.join(tokens)} " in words or (len(compact) >= 6 and any(compact in name for name in names)):
+            return True
+    return False
+
+
+def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None) -> dict[str, Any]:
     size = os.fstat(fp.fileno()).st_size
     wanted = list(dict.fromkeys([*tags, *_GEOMETRY_TAGS, *IDENTIFYING_TAGS]))
     try:
@@ -198,6 +226,13 @@ def _entry(fp: BinaryIO, tags: Sequence[str]) -> dict[str, Any]:
             return {"skip": "not DICOM", "detail": "no 'DICM' marker after the 128-byte preamble, no bare data set"}
         fp.seek(0)
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=wanted, force=True)
+    entry = _describe(fp, ds, tags, size)
+    if rel is not None and path_names_identifier(rel, identifier_strings(ds)):
+        entry["path_identifies"] = True  # a flag only: the value itself is never stored
+    return entry
+
+
+def _describe(fp: BinaryIO, ds: pydicom.Dataset, tags: Sequence[str], size: int) -> dict[str, Any]:
     problem = _truncation(fp, ds, size)  # first: it needs the elements still raw (unconverted)
     if problem is not None:
         return {"skip": "truncated file", "detail": problem}
@@ -223,11 +258,13 @@ def _entry(fp: BinaryIO, tags: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def read_header_entry(path: str | Path, tags: Sequence[str]) -> dict[str, Any]:
+def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = None) -> dict[str, Any]:
     """Read one file's header (no pixels) into a JSON-able cache entry; never raises for a bad file.
 
     Returns ``{"values": {tag: redacted value}, "image": {"frames", "rows", "columns", "photometric",
-    "transfer_syntax"}}`` for an image, or ``{"skip": reason, "detail": text}``.
+    "transfer_syntax"}}`` for an image, or ``{"skip": reason, "detail": text}``; with ``rel`` (the path relative to
+    the indexed folder) also ``"path_identifies": True`` when :func:`path_names_identifier` finds one of the file's
+    identifying values in it.
     """
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below; open errors are told apart from parser errors
@@ -235,14 +272,15 @@ def read_header_entry(path: str | Path, tags: Sequence[str]) -> dict[str, Any]:
         return {"skip": "unreadable file", "detail": e.strerror or _scrub(e)}
     with fp, _quiet_pydicom():
         try:
-            return _entry(fp, tags)
+            return _entry(fp, tags, rel)
         except Exception as e:  # noqa: BLE001 - any parser failure of one file is counted, never fatal
             return {"skip": "unreadable header", "detail": _scrub(e)}
 
 
 # ------------------------------------------------------------------------------------------------------- the walk
 def _walk(root: Path, exclude: set[Path]) -> tuple[list[tuple[str, int, int]], list[SkippedFile]]:
-    """``[(relative posix path, size, mtime_ns)]`` of candidate files (sorted) and the files skipped on sight."""
+    """``[(relative posix path, size, mtime_ns)]`` of candidate files (sorted) and the files skipped on sight;
+    ``exclude``: files and folders (absolute, resolved) not to walk, e.g. this index's own cache and links."""
     found: list[tuple[str, int, int]] = []
     skipped: list[SkippedFile] = []
 
@@ -252,7 +290,7 @@ def _walk(root: Path, exclude: set[Path]) -> tuple[list[tuple[str, int, int]], l
     for folder, dirs, files in os.walk(root, onerror=on_error):
         for d in sorted(d for d in dirs if d.startswith(".")):
             skipped.append(SkippedFile(os.path.join(folder, d), "hidden folder", "names starting with '.' are skipped"))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(folder) / d not in exclude)
         for name in sorted(files):
             path = Path(folder) / name
             if path in exclude:
@@ -306,24 +344,51 @@ def _save_cache(path: Path, tags: Sequence[str], entries: dict[str, dict], notes
 
 
 # --------------------------------------------------------------------------------------------------- the indexer
-def _read_all(paths: list[str], tags: tuple[str, ...], workers: int, progress: bool) -> list[dict]:
+def _read_entry(path: str, rel: str, tags: tuple[str, ...]) -> dict:
+    return read_header_entry(path, tags, rel)
+
+
+def _read_all(root: Path, rels: list[str], tags: tuple[str, ...], workers: int, progress: bool) -> list[dict]:
     from tqdm.auto import tqdm
 
-    read = partial(read_header_entry, tags=tags)
+    read = partial(_read_entry, tags=tags)
+    paths = [str(root / rel) for rel in rels]
     with tqdm(total=len(paths), disable=not progress, desc="reading DICOM headers", unit="file") as bar:
         if workers <= 1:
             out = []
-            for p in paths:
-                out.append(read(p))
+            for p, rel in zip(paths, rels):
+                out.append(read(p, rel))
                 bar.update()
             return out
         chunk = max(1, min(64, len(paths) // (4 * workers)))
         with ProcessPoolExecutor(max_workers=workers) as pool:
             out = []
-            for entry in pool.map(read, paths, chunksize=chunk):
+            for entry in pool.map(read, paths, rels, chunksize=chunk):
                 out.append(entry)
                 bar.update()
             return out
+
+
+def _cache_key(rel: str) -> str:
+    """The header cache's key of a file: a hash of its relative path (the cache holds no path)."""
+    return hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _pseudonymous_link(link_dir: Path, target: Path) -> Path:
+    """``link_dir/<hash of target>.dcm`` -> ``target`` (created or replaced atomically; reused when it points there)."""
+    link = link_dir / f"{hashlib.sha256(str(target).encode('utf-8', 'surrogateescape')).hexdigest()[:24]}.dcm"
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return link
+    tmp = link_dir / f".{link.name}.{os.getpid()}.tmp"
+    try:
+        link_dir.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as e:
+        raise DicomIndexError(f"cannot write the pseudonymous link {link} ({e.strerror or e}): a file path holds an "
+                              "identifying value of its header and may not be written as it is") from None
+    return link
 
 
 def index_dicom_folder(
@@ -332,6 +397,7 @@ def index_dicom_folder(
     *,
     workers: int | None = None,
     cache: str | Path | None = None,
+    link_dir: str | Path | None = None,
     progress: bool = True,
 ) -> DicomIndexResult:
     """Index every DICOM file under ``root`` (recursively, with or without ``.dcm``) with labels from ``space``.
@@ -341,6 +407,8 @@ def index_dicom_folder(
         space: label space; every group is labelled from its ``dicom_tags``/``free_text_tags``.
         workers: reader processes; ``None`` = ``os.cpu_count()``, ``0``/``1`` = read in this process.
         cache: optional JSON file of header values (see the module docstring); created or refreshed.
+        link_dir: folder for pseudonymous links to files whose path holds one of their identifying values (see the
+            module docstring); created only when needed. ``None`` keeps such paths and warns.
         progress: show a progress bar (counts only, never names).
 
     Returns:
@@ -360,8 +428,9 @@ def index_dicom_folder(
         raise ValueError(f"workers must be >= 0 (0 or 1 = in-process), got {workers}")
     root = root.resolve()
     cache_path = Path(cache).expanduser().resolve() if cache is not None else None
+    link_dir = Path(link_dir).expanduser().resolve() if link_dir is not None else None
 
-    candidates, skipped = _walk(root, exclude={cache_path} if cache_path else set())
+    candidates, skipped = _walk(root, exclude={p for p in (cache_path, link_dir) if p is not None})
     if not candidates and not skipped:
         raise DicomIndexError(f"no files found in {root}")
 
@@ -371,13 +440,13 @@ def index_dicom_folder(
     entries: dict[str, dict] = {}
     todo: list[str] = []
     for rel, size, mtime_ns in candidates:
-        hit = cached.get(rel)
+        hit = cached.get(_cache_key(rel))
         if hit is not None and hit.get("size") == size and hit.get("mtime_ns") == mtime_ns:
             entries[rel] = hit
         else:
             todo.append(rel)
     n_workers = min((os.cpu_count() or 1) if workers is None else workers, len(todo))
-    fresh = _read_all([str(root / rel) for rel in todo], tags, n_workers, progress)
+    fresh = _read_all(root, todo, tags, n_workers, progress)
     stat = {rel: (size, mtime_ns) for rel, size, mtime_ns in candidates}
     for rel, entry in zip(todo, fresh):
         entries[rel] = {"size": stat[rel][0], "mtime_ns": stat[rel][1], **entry}
@@ -385,8 +454,13 @@ def index_dicom_folder(
     result.notes.append(f"DICOM headers: {result.files_read} read, {result.files_cached} from cache")
 
     ambiguous: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    identifying = 0
     for rel, _, _ in candidates:
         entry, path = entries[rel], str(root / rel)
+        if entry.get("path_identifies"):
+            identifying += 1
+            if link_dir is not None:
+                path = str(_pseudonymous_link(link_dir, root / rel))
         if "skip" in entry:
             result.skipped.append(SkippedFile(path, entry["skip"], entry.get("detail", "")))
             continue
@@ -401,8 +475,18 @@ def index_dicom_folder(
         examples = "; ".join(f"{v} x{n}" for v, n in counter.most_common(3))
         result.notes.append(f"{group}/{tag}: {sum(counter.values())} ambiguous value(s) left unknown, e.g. {examples}")
 
+    if identifying:
+        where = (f"they are listed through pseudonymous links in {link_dir} (readlink gives the real path; keep that "
+                 "folder local)" if link_dir is not None else
+                 "their paths are written as they are: index with a link folder, or rename the folders, before "
+                 "sharing the datalist, its report or logs")
+        result.notes.append(f"privacy: {identifying} file path(s) contain an identifying value of their own DICOM "
+                            f"header (patient name or ID, birth date, accession number ...); {where}")
+        if link_dir is None:
+            logger.warning("%d DICOM file path(s) under %s contain identifying header values; see the index notes",
+                           identifying, root)
     if cache_path is not None:
-        _save_cache(cache_path, tags, entries, result.notes)
+        _save_cache(cache_path, tags, {_cache_key(rel): e for rel, e in entries.items()}, result.notes)
     logger.info("indexed %s: %d images, %d skipped, %d headers read, %d cached", root, len(result.records),
                 len(result.skipped), result.files_read, result.files_cached)
     return result

@@ -35,8 +35,11 @@ def detect_source(path: Path) -> SourceType:
 
 
 def index_path(path: str | Path, space: LabelSpace, source: SourceType | str = SourceType.AUTO, *, workers: int | None = None,
-               cache: str | Path | None = None, progress: bool = True):
-    """Index one folder/file; returns ``(IndexResult, classes)`` (``classes`` is empty unless the source has them)."""
+               cache: str | Path | None = None, link_dir: str | Path | None = None, progress: bool = True):
+    """Index one folder/file; returns ``(IndexResult, classes)`` (``classes`` is empty unless the source has them).
+
+    ``cache`` and ``link_dir`` apply to DICOM exports (see :func:`~monai_modan.data.dicom_index.index_dicom_folder`).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -54,4 +57,4 @@ def index_path(path: str | Path, space: LabelSpace, source: SourceType | str = S
         return index_medmnist(path, space), []
     from .dicom_index import index_dicom_folder
 
-    return index_dicom_folder(path, space, workers=workers, cache=cache, progress=progress), []
+    return index_dicom_folder(path, space, workers=workers, cache=cache, link_dir=link_dir, progress=progress), []

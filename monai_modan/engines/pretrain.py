@@ -76,7 +76,8 @@ def _build_pretraining_datalist(out: Path, dataset_dir, images_per_class: int, i
 
     space = LabelSpace.default()
     if dataset_dir:
-        result, classes = index_path(dataset_dir, space, progress=progress, cache=out.parent / "dicom-cache.json")
+        result, classes = index_path(dataset_dir, space, progress=progress, cache=out.parent / "dicom-cache.json",
+                                     link_dir=out.parent / "datalist.links")
     else:
         from ..data.synthetic import ensure_pretraining_corpus
 

@@ -48,6 +48,7 @@ __all__ = [
     "REDACTED",
     "extract_header_values",
     "header_tags",
+    "identifier_strings",
     "label_header",
     "label_values",
     "non_image_kind",
@@ -126,7 +127,9 @@ class HeaderLabels:
 
 
 # --------------------------------------------------------------------------------------------------------- privacy
-def _identifier_strings(ds: Dataset) -> list[str]:
+def identifier_strings(ds: Dataset) -> list[str]:
+    """The identifying values of ``ds`` (:data:`IDENTIFYING_TAGS`) as text, with the spellings redaction looks for:
+    each person-name component of >= 3 characters and "Given Family", the birth date as ISO/European/US dates."""
     found: list[str] = []
     for keyword in IDENTIFYING_TAGS:
         value = _safe_get(ds, keyword)
@@ -151,7 +154,7 @@ def _identifier_strings(ds: Dataset) -> list[str]:
 
 def _redactor(ds: Dataset) -> Callable[[str], str]:
     """A function removing every identifying value of ``ds`` from a text (case-insensitive)."""
-    identifiers = sorted(_identifier_strings(ds), key=len, reverse=True)
+    identifiers = sorted(identifier_strings(ds), key=len, reverse=True)
     if not identifiers:
         return lambda text: text
     alternatives = [

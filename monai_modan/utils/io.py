@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json"]
+__all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable"]
 
 
 class OutputError(OSError):
@@ -35,6 +35,23 @@ def atomic_path(path: str | Path, suffix: str | None = None):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail fast, before a long run, when ``path`` could not be written (its folder cannot be created or written).
+
+    Raises:
+        OutputError: naming ``path`` and the cause.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)  # path itself is not touched
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
