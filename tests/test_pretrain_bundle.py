@@ -187,3 +187,28 @@ def test_fast_overlay_writes_the_plain_paths_outputs_and_resumes_across_paths(tm
     # and a changed configuration is refused as on the plain path
     _assert_fails("different configuration", fast, "fast_train.json", epochs=2, datalist=corpus, image_size=24,
                   resume_from=str(two_epoch_run / "checkpoint_epoch=1.pt"))
+
+
+def test_fast_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):
+    """train + multi_gpu_train + fast_train under torchrun (2 processes, gloo): rank 0 packs, each rank trains on
+    its strided half of the pack, the loss sees the global batch, rank 0 writes the outputs."""
+    import os
+    import subprocess
+    import sys
+
+    files = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}','{CONFIGS / 'fast_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(BUNDLE), "--datalist", corpus,
+           "--image_size", "32", "--batch_size", "8", "--epochs", "1", "--output_dir", str(tmp_path),
+           "--model_file", str(tmp_path / "model.pt"), "--logging_file", str(CONFIGS / "logging.conf")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
+    n_images = len(json.loads(Path(corpus).read_text())["training"])
+    assert ckpt["epoch"] == 1 and ckpt["iteration"] == (n_images // 2) // 8, "each rank steps through its half"
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert (tmp_path / "packed" / "index.json").is_file() and (tmp_path / "encoder.pt").is_file()
+    # different images on each rank, one global-batch loss: both ranks log the same epoch loss
+    losses = re.findall(r"epoch 1: loss (\S+),", proc.stdout + proc.stderr)
+    assert len(losses) == 2 and losses[0] == losses[1], losses

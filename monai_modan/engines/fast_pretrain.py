@@ -49,6 +49,7 @@ from torch import nn
 from ..losses.mulsupcon import MulSupConLoss
 from ..losses.ntxent import NTXentLoss
 from ..transforms.batched import BatchedTwoViewAugment
+from .distributed import is_distributed, world_size
 from .distributed import rank as distributed_rank
 from .pretrain import (
     CheckpointRotation,
@@ -60,7 +61,8 @@ from .pretrain import (
     save_final_outputs,
 )
 
-__all__ = ["FastPretrainer", "EpochStats", "SyncFreeContrastiveLoss", "epoch_seed"]
+__all__ = ["FastPretrainer", "EpochStats", "SyncFreeContrastiveLoss", "DeviceCorpus", "load_device_corpus",
+           "epoch_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,45 @@ class EpochStats:
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+@dataclass
+class DeviceCorpus:
+    """One rank's share of a packed corpus on the training device (:func:`load_device_corpus`).
+
+    Attributes:
+        images: ``[N, 1, S, S]`` uint8; labels: ``[N, K]`` uint8 multi-hot; class_index: ``[N]`` int64 or ``None``.
+        pack: the :class:`~monai_modan.data.packed.PackedCorpus` share these rows come from.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_index: torch.Tensor | None
+    pack: Any
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_device_corpus(datalist_path: str | Path, pack_dir: str | Path, image_size: int,
+                       device: torch.device | str = "cpu") -> DeviceCorpus:
+    """The packed corpus of ``datalist_path`` on ``device``, as :class:`FastPretrainer` takes it.
+
+    The pack in ``pack_dir`` is reused while current, else written (:func:`~monai_modan.data.packed.open_or_pack`).
+    Under DDP, rank 0 alone (re)packs while the others wait at a barrier, and every rank keeps its strided share
+    (:meth:`~monai_modan.data.packed.PackedCorpus.shard`: ``N // world_size`` rows each, disjoint).
+    """
+    from ..data.packed import PackedCorpus, open_or_pack
+
+    if distributed_rank() == 0:
+        pack = open_or_pack(datalist_path, pack_dir, image_size)
+    if is_distributed():
+        torch.distributed.barrier()
+    if distributed_rank() != 0:
+        pack = PackedCorpus.open(pack_dir)
+    share = pack.shard(distributed_rank(), world_size())
+    labels, class_index = share.targets_to_device(device)
+    return DeviceCorpus(share.to_device(device), labels, class_index, share)
 
 
 class FastPretrainer:
