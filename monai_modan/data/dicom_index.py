@@ -226,16 +226,15 @@ def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None) -> dict[st
             return {"skip": "not DICOM", "detail": "no 'DICM' marker after the 128-byte preamble, no bare data set"}
         fp.seek(0)
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=wanted, force=True)
-    entry = _describe(fp, ds, tags, size)
-    if rel is not None and path_names_identifier(rel, identifier_strings(ds)):
+    problem = _truncation(fp, ds, size)  # first: it needs the elements still raw (unconverted)
+    identifiers = identifier_strings(ds)  # once, for the redaction of values and the check of the path
+    entry = {"skip": "truncated file", "detail": problem} if problem else _describe(ds, tags, identifiers)
+    if rel is not None and path_names_identifier(rel, identifiers):
         entry["path_identifies"] = True  # a flag only: the value itself is never stored
     return entry
 
 
-def _describe(fp: BinaryIO, ds: pydicom.Dataset, tags: Sequence[str], size: int) -> dict[str, Any]:
-    problem = _truncation(fp, ds, size)  # first: it needs the elements still raw (unconverted)
-    if problem is not None:
-        return {"skip": "truncated file", "detail": problem}
+def _describe(ds: pydicom.Dataset, tags: Sequence[str], identifiers: Sequence[str]) -> dict[str, Any]:
     kind = non_image_kind(ds)
     if kind is not None:
         return {"skip": f"non-image object ({kind})", "detail": f"Modality/SOP class says {kind}"}
@@ -247,7 +246,7 @@ def _describe(fp: BinaryIO, ds: pydicom.Dataset, tags: Sequence[str], size: int)
         frames = 1
     syntax = _transfer_syntax(ds)
     return {
-        "values": extract_header_values(ds, tags),
+        "values": extract_header_values(ds, tags, identifiers),
         "image": {
             "frames": frames,
             "rows": int(ds.Rows),

@@ -152,9 +152,10 @@ def identifier_strings(ds: Dataset) -> list[str]:
     return [s for s in dict.fromkeys(found) if re.search(r"\w", s)]
 
 
-def _redactor(ds: Dataset) -> Callable[[str], str]:
-    """A function removing every identifying value of ``ds`` from a text (case-insensitive)."""
-    identifiers = sorted(identifier_strings(ds), key=len, reverse=True)
+def _redactor(ds: Dataset, identifiers: Sequence[str] | None = None) -> Callable[[str], str]:
+    """A function removing every identifying value of ``ds`` (or the given ``identifier_strings(ds)``) from a text
+    (case-insensitive)."""
+    identifiers = sorted(identifier_strings(ds) if identifiers is None else identifiers, key=len, reverse=True)
     if not identifiers:
         return lambda text: text
     alternatives = [
@@ -205,14 +206,16 @@ def _find(ds: Dataset, keyword: str) -> Any:
     return value
 
 
-def extract_header_values(ds: Dataset, tags: Sequence[str]) -> dict[str, HeaderValue]:
+def extract_header_values(ds: Dataset, tags: Sequence[str],
+                          identifiers: Sequence[str] | None = None) -> dict[str, HeaderValue]:
     """The (redacted) values of ``tags`` in ``ds``, as plain JSON-able data: the input of :func:`label_values`.
 
     A plain element gives a string; a multi-valued one a list of strings; a sequence a list of
     ``{"scheme", "code", "meaning"}`` items. Absent or empty tags are left out. Text values (everything but code
-    strings, numbers, dates and coded scheme/value pairs) pass :func:`redact_identifiers`.
+    strings, numbers, dates and coded scheme/value pairs) pass :func:`redact_identifiers`; ``identifiers``: the
+    file's :func:`identifier_strings`, when the caller has them already.
     """
-    redact = _redactor(ds)
+    redact = _redactor(ds, identifiers)
     out: dict[str, HeaderValue] = {}
     for keyword in tags:
         value = _find(ds, keyword)
