@@ -220,15 +220,10 @@ def _resolve_init(value: Any, resolve: Callable[[Any], Any]) -> Any:
 
 def experiment_from_yaml(path: str | Path) -> ExperimentConfig:
     """Read an :class:`ExperimentConfig` from YAML (or JSON); relative paths are relative to the file's folder."""
-    import yaml
+    from ..utils.io import read_yaml_file
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ExperimentError(f"cannot read experiment config {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ExperimentError(f"{path} is not valid YAML: {e}") from None
+    data = read_yaml_file(path, "experiment config", ExperimentError)
     try:
         return ExperimentConfig.from_dict(data, base_dir=path.parent.absolute())
     except ExperimentError as e:

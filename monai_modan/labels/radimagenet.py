@@ -28,7 +28,8 @@ from typing import NamedTuple
 import yaml
 from enum import StrEnum
 
-from .vocabulary import LabelSpace, VocabularyError, normalise_text, read_yaml_file
+from ..utils.io import read_yaml_file
+from .vocabulary import LabelSpace, VocabularyError, normalise_text
 
 __all__ = [
     "RADIMAGENET_DIR",
@@ -124,7 +125,7 @@ class RadImageNetRules:
 
     def extended(self, user_yaml: str | Path) -> RadImageNetRules:
         path = Path(user_yaml)
-        return self._merged(read_yaml_file(path, "RadImageNet rules file"), str(path))
+        return self._merged(read_yaml_file(path, "RadImageNet rules file", VocabularyError), str(path))
 
     def _merged(self, data: object, source: str) -> RadImageNetRules:
         data = data or {}

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..utils.io import read_yaml_file
+
 __all__ = ["LabelGroup", "LabelSpace", "VocabularyError", "normalise_text", "DEFAULT_GROUPS"]
 
 DEFAULT_GROUPS = ("modality", "anatomy")
@@ -143,24 +145,12 @@ class LabelGroup:
         return {"dicom_tags": list(self.dicom_tags), "free_text_tags": list(self.free_text_tags), "classes": by_class}
 
 
-def read_yaml_file(path: Path, what: str) -> object:
-    """Parsed YAML of a user file; :class:`VocabularyError` naming the file (``what``) when unreadable or invalid."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VocabularyError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise VocabularyError(f"{path}: not valid YAML ({e})") from None
-
-
 def _read_yaml(path: str | Path | None) -> tuple[dict, str]:
     if path is None:
         text = resources.files("monai_modan.resources").joinpath("vocabulary.yaml").read_text(encoding="utf-8")
         return yaml.safe_load(text) or {}, "monai_modan/resources/vocabulary.yaml"
     path = Path(path)
-    data = read_yaml_file(path, "vocabulary file") or {}
+    data = read_yaml_file(path, "vocabulary file", VocabularyError) or {}
     if not isinstance(data, dict):
         raise VocabularyError(f"{path}: top level must be a mapping with 'groups:' and/or 'extra_groups:'")
     return data, str(path)

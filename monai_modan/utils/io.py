@@ -9,11 +9,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable"]
+__all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable", "read_yaml_file"]
 
 
 class OutputError(OSError):
     """An output path cannot be written; the message names the path and the cause."""
+
+
+def _temp_file_beside(path: Path, suffix: str | None = None) -> Path:
+    """An empty temporary file in ``path``'s folder (created if needed); :class:`OutputError` when impossible."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    return Path(tmp)
 
 
 @contextmanager
@@ -23,14 +34,9 @@ def atomic_path(path: str | Path, suffix: str | None = None):
     The temporary file lives beside the target so the final ``os.replace`` is atomic on POSIX and Windows.
     """
     path = Path(path)
+    tmp = _temp_file_beside(path, suffix)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,13 +50,7 @@ def check_writable(path: str | Path) -> Path:
         OutputError: naming ``path`` and the cause.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.unlink(tmp)  # path itself is not touched
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    _temp_file_beside(path).unlink()  # path itself is not touched
     return path
 
 
@@ -66,3 +66,18 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
             json.dump(obj, f, indent=indent)
             f.write("\n")
     return Path(path)
+
+
+def read_yaml_file(path: str | Path, what: str, error: type[Exception] = ValueError) -> Any:
+    """Parsed YAML of a user file; ``error`` naming the file (``what``) and the cause when unreadable or invalid."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({e})") from None
