@@ -74,6 +74,8 @@ def prepare_export(workdir: str | Path, files: int = DEFAULT_FILES, image_size: 
     copies = max(1, math.ceil(files / max(1, images_per_copy)))
     for i in range(copies):
         shutil.copytree(template, export / f"copy{i:03d}")
+    if hasattr(os, "sync"):
+        os.sync()  # write the new export back now: dirty pages cannot be dropped, and write-back would compete
     all_files = _files(export)
     description = {"export": what, "copies": copies, "files": len(all_files),
                    "bytes": sum(p.stat().st_size for p in all_files)}

@@ -27,11 +27,13 @@ Multi-frame policy: a multi-frame file (cine US, Enhanced CT/MR, NM) is ONE reco
 from outweighing 300 single radiographs in a pretraining epoch.
 
 Speed: headers are read with ``stop_before_pixels=True`` and ``specific_tags`` (only the tags the label space uses,
-the image geometry and the identifiers needed for redaction). On the 40 test files ``specific_tags`` did not change
-the read time (about 1.2 ms per file either way); it is kept because the values of all other elements are skipped,
-not decoded (unused identifying values never exist in memory, odd unrelated values cannot fail a file), and because
-pydicom then seeks past skipped values, so a file cut inside one is seen (the position ends beyond the file). Files are
-read by ``workers`` processes (default ``os.cpu_count()``; ``0`` or ``1`` reads in this process) in chunks.
+the image geometry and the identifiers needed for redaction), given as tag numbers: pydicom would look every keyword
+up again for each file, and tag lookups instead of keyword lookups in the labelling cut the CPU time per header by
+about 1.25x (0.69 against 0.89 ms per file in the page cache, measured interleaved). ``specific_tags`` is not there
+for speed: the values of all other elements are skipped, not decoded (unused identifying values never exist in
+memory, odd unrelated values cannot fail a file), and pydicom seeks past skipped values, so a file cut inside one is
+seen (the position ends beyond the file). Files are read by ``workers`` processes (default ``os.cpu_count()``; ``0``
+or ``1`` reads in this process) in chunks.
 
 Cache: ``cache=path`` keeps a JSON file (written atomically) that maps each file's relative path, size and
 ``mtime_ns`` to the header values the labelling rule needs (never the labels, so a changed vocabulary re-labels
@@ -66,11 +68,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
@@ -214,9 +217,16 @@ def path_names_identifier(rel: str, identifiers: Sequence[str]) -> bool:
     return False
 
 
+@lru_cache(maxsize=8)
+def _wanted_tags(tags: tuple[str, ...]) -> list[int]:
+    """The tags a header read keeps: ``tags``, the geometry and the identifiers, as numbers (pydicom would look each
+    keyword up again for every file)."""
+    return [tag_for_keyword(k) for k in dict.fromkeys([*tags, *_GEOMETRY_TAGS, *IDENTIFYING_TAGS])]
+
+
 def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None) -> dict[str, Any]:
     size = os.fstat(fp.fileno()).st_size
-    wanted = list(dict.fromkeys([*tags, *_GEOMETRY_TAGS, *IDENTIFYING_TAGS]))
+    wanted = _wanted_tags(tuple(tags))
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=wanted)
     except InvalidDicomError:

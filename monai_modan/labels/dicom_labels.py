@@ -31,10 +31,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pydicom
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
@@ -141,7 +142,7 @@ def identifier_strings(ds: Dataset) -> list[str]:
         for v in (value if isinstance(value, (MultiValue, list, tuple)) else [value]):
             text = str(v).strip()
             found.append(text)
-            if dictionary_VR(keyword) == "PN":
+            if _vr(keyword) == "PN":
                 # person names: the whole value and each component, also as "Given Family" text
                 parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
                 found += [p for p in parts if len(p) >= _MIN_SUBSTRING]
@@ -182,10 +183,22 @@ def header_tags(space: LabelSpace) -> list[str]:
     return list(dict.fromkeys(t for g in space.groups for t in [*g.dicom_tags, *g.free_text_tags]))
 
 
+@cache
+def _tag(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
+
+@cache
+def _vr(keyword: str) -> str:
+    return dictionary_VR(keyword)
+
+
 def _safe_get(ds: Dataset, keyword: str) -> Any:
-    """``ds.get`` that treats a value pydicom cannot convert (malformed element) as absent."""
+    """The value of the DICOM keyword in ``ds``, ``None`` when absent or when pydicom cannot convert it (malformed
+    element). Looked up by tag number: ``ds.get(keyword)`` resolves the keyword again on every call."""
+    tag = _tag(keyword)
     try:
-        return ds.get(keyword)
+        return ds[tag].value if tag is not None and tag in ds else None
     except Exception:  # noqa: BLE001 - a malformed element must not stop labelling from the other tags
         return None
 
@@ -236,7 +249,8 @@ def extract_header_values(ds: Dataset, tags: Sequence[str],
                 out[keyword] = items
             continue
         try:
-            vr = ds[keyword].VR if keyword in ds else dictionary_VR(keyword)
+            tag = _tag(keyword)
+            vr = ds[tag].VR if tag in ds else dictionary_VR(tag)
         except (KeyError, TypeError):
             vr = "UN"
         clean = (lambda s: s) if vr in _TEXT_EXEMPT_VRS else redact
