@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,36 @@ def _temp_file_beside(path: Path, suffix: str | None = None) -> Path:
     return Path(tmp)
 
 
+@cache
+def _new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file here: ``0o666`` less the process umask (read once: reading it
+    means setting it, which is not thread-safe)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _final_mode(path: Path) -> int:
+    """The permissions the written file gets: those of the file it replaces, else those of a new file."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return _new_file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None):
     """Yield a temporary path in the destination folder; rename it onto ``path`` only if the block succeeds.
 
-    The temporary file lives beside the target so the final ``os.replace`` is atomic on POSIX and Windows.
+    The temporary file lives beside the target so the final ``os.replace`` is atomic on POSIX and Windows. It gets
+    the permissions of the file it replaces, or of any new file (umask), not ``mkstemp``'s private ``0o600``:
+    a report must be as readable by the team as a file written directly.
     """
     path = Path(path)
     tmp = _temp_file_beside(path, suffix)
     try:
         yield tmp
+        os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
