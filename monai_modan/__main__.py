@@ -139,6 +139,7 @@ def _cmd_experiment(args) -> int:
         config = ExperimentConfig.from_dict({
             "tasks": tasks, "inits": inits, "out_dir": str(out), "modes": args.modes, "repeats": args.repeats,
             "folds": args.folds, "recipe": recipe, "label_fraction": args.label_fraction, "knn": args.knn,
+            "logistic": args.logistic,
             "umap_datalist": args.umap_datalist, "reference_init": args.reference, "workers": args.workers,
             "title": "monai-modan: which initialisation for which task?"})
     files = run_experiment(config, progress=not args.quiet)
@@ -243,6 +244,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--image-size", type=int, default=64)
     q.add_argument("--label-fraction", type=float, default=1.0, help="share of each training part used (0-1]")
     q.add_argument("--knn", action="store_true", help="also evaluate kNN on frozen features")
+    q.add_argument("--logistic", action="store_true",
+                   help="also evaluate logistic regression on standardised frozen features (not in the paper)")
     q.add_argument("--umap-datalist", help="pretraining datalist whose embeddings are drawn as UMAP panels")
     q.add_argument("--synthetic-images", type=int, default=120, help="images per embedded synthetic task")
     q.add_argument("--workers", type=int, default=1,

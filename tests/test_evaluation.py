@@ -21,6 +21,7 @@ from monai_modan.evaluation import (
     fold_auc,
     knn_auc,
     load_or_make_folds,
+    logistic_auc,
     make_folds,
     pair_colours,
     paired_wilcoxon,
@@ -319,6 +320,43 @@ def test_knn_auc_matches_hand_computed_cosine_knn():
     assert knn_auc(train_X, train_y, test_X, test_y, k=7) == pytest.approx(expected)
     with pytest.raises(ValueError, match="both classes"):
         knn_auc(train_X, np.zeros(80, int), test_X, test_y)
+
+
+def test_logistic_auc_is_the_penalised_maximum_likelihood_fit_on_standardised_features():
+    """Oracle: the same objective minimised directly with SciPy (L-BFGS on the summed log-loss + ||w||^2 / 2C)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    rng = np.random.default_rng(5)
+    train_y, test_y = rng.integers(0, 2, 120), rng.integers(0, 2, 50)
+    direction = rng.normal(size=6)
+    scales = np.array([1e-3, 1.0, 50.0, 1.0, 3e2, 0.2])  # wildly different feature scales: standardisation matters
+    train_X = (rng.normal(size=(120, 6)) + 0.7 * np.outer(train_y, direction)) * scales
+    test_X = (rng.normal(size=(50, 6)) + 0.7 * np.outer(test_y, direction)) * scales
+    mean, sd = train_X.mean(0), train_X.std(0)
+    z_train, z_test = (train_X - mean) / sd, (test_X - mean) / sd
+    sign = 2.0 * train_y - 1.0
+    c = 0.5
+
+    def objective(params):
+        w, b = params[:-1], params[-1]
+        margin = sign * (z_train @ w + b)
+        grad_margin = -expit(-margin) * sign
+        value = np.logaddexp(0.0, -margin).sum() + w @ w / (2 * c)
+        return value, np.append(z_train.T @ grad_margin + w / c, grad_margin.sum())
+
+    fit = minimize(objective, np.zeros(7), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 10_000})
+    expected = roc_auc_score(test_y, z_test @ fit.x[:-1] + fit.x[-1])
+    assert logistic_auc(train_X, train_y, test_X, test_y, c=c) == pytest.approx(expected, abs=1e-9)
+    # a feature rescaled by 1000 changes nothing (standardised); unlike the paper's Adam head on raw features
+    rescaled_train, rescaled_test = train_X.copy(), test_X.copy()
+    rescaled_train[:, 2] *= 1e3
+    rescaled_test[:, 2] *= 1e3
+    assert logistic_auc(rescaled_train, train_y, rescaled_test, test_y, c=c) == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="both classes"):
+        logistic_auc(train_X, np.ones(120, int), test_X, test_y)
+    with pytest.raises(ValueError, match="c must be > 0"):
+        logistic_auc(train_X, train_y, test_X, test_y, c=0)
 
 
 # -- report -----------------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def run(cfg: ExperimentConfig, recorder: Recorder, umap_sink: dict | None = None
 @pytest.fixture(scope="module")
 def full_run(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "out"
-    cfg = config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5,
+    cfg = config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True, logistic_c=0.5,
                  umap_datalist=str(setup["umap"]))
     recorder, umap = Recorder(), {}
     written = run(cfg, recorder, umap)
@@ -119,11 +119,11 @@ def test_report_files_rows_and_protocol(full_run):
     out, written = full_run["out"], full_run["written"]
     expected = {"results.csv", "summary.csv", "summary.json", "report.md", "predictions.csv", "experiment.json",
                 "folds/knee.json", "umap.png", "roc_knee-fine-tuning.png", "roc_knee-linear-probing.png",
-                *(f"auc_box_{m}_knee.png" for m in ("fine-tuning", "linear-probing", "knn"))}
+                *(f"auc_box_{m}_knee.png" for m in ("fine-tuning", "linear-probing", "logistic", "knn"))}
     assert set(written) == expected and all(p.is_file() and p.stat().st_size for p in written.values())
     rows = rows_of(out / "results.csv")
-    assert len(rows) == 3 * 3 * REPEATS * FOLDS  # inits x (fine-tuning, linear probing, kNN) x repeats x folds
-    assert {k[1] for k in rows} == {"fine_tuning", "linear_probing", "knn"}
+    assert len(rows) == 3 * 4 * REPEATS * FOLDS  # inits x (fine-tuning, linear probing, logistic, kNN) x R x folds
+    assert {k[1] for k in rows} == {"fine_tuning", "linear_probing", "logistic", "knn"}
     assert all(np.isfinite(a) and 0.0 <= a <= 1.0 for a in rows.values())
     summary = json.loads((out / "summary.json").read_text())
     protocol = summary["protocol"]
@@ -142,7 +142,7 @@ def test_predictions_are_the_test_folds_and_give_the_reported_auc(full_run):
     by_key: dict[tuple, list[dict]] = {}
     for p in preds:
         by_key.setdefault((p["init"], p["mode"], p["task"], int(p["repeat"]), int(p["fold"])), []).append(p)
-    assert set(by_key) == {k for k in rows if k[1] != "knn"}
+    assert set(by_key) == {k for k in rows if k[1] not in ("knn", "logistic")}
     for key, ps in by_key.items():
         index = np.asarray([int(p["index"]) for p in ps])
         assert np.array_equal(index, plan.test_folds[key[4]])
@@ -193,8 +193,8 @@ def test_resume_trains_only_missing_rows_and_reproduces_them(full_run, setup, tm
     rows = read_results_csv(out / "results.csv")
     dropped = [r for r in rows if (r.init, r.mode, r.repeat, r.fold) in {
         ("modan", "fine_tuning", 1, 2), ("scratch", "fine_tuning", 0, 1), ("imagenet", "linear_probing", 1, 0),
-        ("modan", "knn", 0, 0)}]
-    assert len(dropped) == 4
+        ("modan", "knn", 0, 0), ("scratch", "logistic", 1, 1)}]
+    assert len(dropped) == 5
     kept = [r for r in rows if r not in dropped]
     text = "init,mode,task,repeat,fold,auc\n" + "".join(f"{r.init},{r.mode},{r.task},{r.repeat},{r.fold},{r.auc!r}\n"
                                                           for r in kept)
@@ -238,7 +238,8 @@ def test_pooled_fine_tuning_gives_the_serial_rows_in_the_serial_order(full_run, 
     run(cfg, recorder)
     assert recorder.calls and {mode for _, mode, _, _ in recorder.calls} == {FinetuneMode.LINEAR_PROBE}
     pooled = read_results_csv(tmp_path / "out" / "results.csv")
-    serial = [r for r in read_results_csv(full_run["out"] / "results.csv") if r.init in inits and r.mode != "knn"]
+    serial = [r for r in read_results_csv(full_run["out"] / "results.csv")
+              if r.init in inits and r.mode not in ("knn", "logistic")]
     assert len(pooled) == 2 * 2 * REPEATS * FOLDS
     assert [(r.init, r.mode, r.repeat, r.fold) for r in pooled] == [(r.init, r.mode, r.repeat, r.fold) for r in serial]
     np.testing.assert_allclose([r.auc for r in pooled], [r.auc for r in serial], rtol=0, atol=1e-3)
@@ -312,10 +313,13 @@ def test_out_dir_of_other_settings_is_refused(full_run, setup, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(full_run["out"], out)
     with pytest.raises(ExperimentError, match="recipe"):
-        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5,
-                   recipe={"epochs": 3, "image_size": SIZE}), Recorder())
+        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True,
+                   logistic_c=0.5, recipe={"epochs": 3, "image_size": SIZE}), Recorder())
+    with pytest.raises(ExperimentError, match="logistic_c: 0.5 there, 1.0 now"):
+        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True), Recorder())
     with pytest.raises(ExperimentError, match="rows outside this configuration"):
-        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, repeats=1), Recorder())
+        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True,
+                   logistic_c=0.5, repeats=1), Recorder())
 
 
 def test_yaml_config_resolves_relative_paths(setup, tmp_path):

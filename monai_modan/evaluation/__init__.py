@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from monai_modan.evaluation.embedding import UNKNOWN, UmapPanels, knn_auc, pair_colours, umap_panels
+from monai_modan.evaluation.embedding import UNKNOWN, UmapPanels, knn_auc, logistic_auc, pair_colours, umap_panels
 from monai_modan.evaluation.folds import (
     VALIDATION_SPLIT_METHOD,
     FoldPlan,
@@ -60,6 +60,7 @@ __all__ = [
     "format_cell",
     "format_p",
     "knn_auc",
+    "logistic_auc",
     "load_or_make_folds",
     "make_folds",
     "mode_title",

@@ -1,4 +1,5 @@
-"""Embedding views of pretrained encoders: UMAP panels coloured by (modality, anatomy), and kNN evaluation.
+"""Embedding views of pretrained encoders: UMAP panels coloured by (modality, anatomy), and frozen-feature
+classifiers (kNN, logistic regression).
 
 The panels answer the paper's qualitative question -- does the encoder organise images by modality and anatomy
 -- so every panel of every run must use the same colour for the same pair: colours come from the sorted list of
@@ -19,7 +20,7 @@ import numpy as np
 from ..utils.io import atomic_path
 from .stats import fold_auc
 
-__all__ = ["UNKNOWN", "pair_colours", "UmapPanels", "umap_panels", "knn_auc"]
+__all__ = ["UNKNOWN", "pair_colours", "UmapPanels", "umap_panels", "knn_auc", "logistic_auc"]
 
 UNKNOWN = "unknown"  # shown for a missing modality or anatomy (None, "" or NaN)
 
@@ -136,6 +137,21 @@ def umap_panels(embeddings: Mapping[str, tuple[np.ndarray, Sequence[object], Seq
     return UmapPanels(path=out_png, colours=colours, coords=coords)
 
 
+def _frozen_feature_inputs(train_X, train_y, test_X, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_X, train_y, test_X)`` as float64 / int64 arrays, checked: ``[N, F]`` features with the same F, one
+    0/1 label per training row, both classes present."""
+    train_X, test_X = np.asarray(train_X, dtype=np.float64), np.asarray(test_X, dtype=np.float64)
+    train_y = np.asarray(train_y)
+    if train_X.ndim != 2 or test_X.ndim != 2 or train_X.shape[1] != test_X.shape[1]:
+        raise ValueError(f"{what} needs [N, F] features with the same F, got {train_X.shape} and {test_X.shape}")
+    if train_y.shape != (train_X.shape[0],):
+        raise ValueError(f"train_y has shape {train_y.shape} for {train_X.shape[0]} training rows")
+    if set(np.unique(train_y).tolist()) != {0, 1}:
+        raise ValueError(f"{what} training labels must hold both classes 0 and 1, found "
+                         f"{sorted(set(train_y.tolist()))}")
+    return train_X, train_y.astype(np.int64), test_X
+
+
 def knn_auc(train_X: np.ndarray, train_y: Sequence[int] | np.ndarray, test_X: np.ndarray,
             test_y: Sequence[int] | np.ndarray, k: int = 20) -> float:
     """Test AUC of a k-nearest-neighbour classifier on frozen features (cosine distance, uniform votes).
@@ -149,17 +165,37 @@ def knn_auc(train_X: np.ndarray, train_y: Sequence[int] | np.ndarray, test_X: np
     """
     from sklearn.neighbors import KNeighborsClassifier
 
-    train_X, test_X = np.asarray(train_X, dtype=np.float64), np.asarray(test_X, dtype=np.float64)
-    train_y = np.asarray(train_y)
-    if train_X.ndim != 2 or test_X.ndim != 2 or train_X.shape[1] != test_X.shape[1]:
-        raise ValueError(f"kNN needs [N, F] features with the same F, got {train_X.shape} and {test_X.shape}")
-    if train_y.shape != (train_X.shape[0],):
-        raise ValueError(f"train_y has shape {train_y.shape} for {train_X.shape[0]} training rows")
-    if set(np.unique(train_y).tolist()) != {0, 1}:
-        raise ValueError(f"kNN training labels must hold both classes 0 and 1, found {sorted(set(train_y.tolist()))}")
+    train_X, train_y, test_X = _frozen_feature_inputs(train_X, train_y, test_X, "kNN")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     knn = KNeighborsClassifier(n_neighbors=min(int(k), train_X.shape[0]), metric="cosine")
-    knn.fit(train_X, train_y.astype(np.int64))
+    knn.fit(train_X, train_y)
     score = knn.predict_proba(test_X)[:, list(knn.classes_).index(1)]
     return fold_auc(test_y, score)
+
+
+def logistic_auc(train_X: np.ndarray, train_y: Sequence[int] | np.ndarray, test_X: np.ndarray,
+                 test_y: Sequence[int] | np.ndarray, c: float = 1.0) -> float:
+    """Test AUC of an L2-regularised logistic regression on standardised frozen features.
+
+    The usual linear evaluation of self-supervised features (a convex fit to convergence, as in SimCLR's transfer
+    experiments), *not* the ModAn paper's linear probe (a linear layer trained by Adam at lr 1e-4 for 10 epochs,
+    which on unnormalised features hardly leaves its random start): it measures the features, not a training
+    budget. ``sklearn`` pipeline ``StandardScaler()`` (mean and sd of the training rows) then
+    ``LogisticRegression(C=c, solver="lbfgs")`` (deterministic); a test image's score is its class-1 probability.
+
+    Args:
+        train_X: ``[N_train, F]`` features; ``train_y``: ``[N_train]`` 0/1 labels holding both classes.
+        test_X: ``[N_test, F]`` features; ``test_y``: ``[N_test]`` 0/1 labels holding both classes.
+        c: inverse L2 strength (sklearn's ``C``): the penalty is ``||w||^2 / (2 c)`` against the summed log-loss.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_X, train_y, test_X = _frozen_feature_inputs(train_X, train_y, test_X, "logistic regression")
+    if not (math.isfinite(c) and c > 0):
+        raise ValueError(f"c must be > 0, got {c}")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), solver="lbfgs", max_iter=10_000))
+    model.fit(train_X, train_y)
+    return fold_auc(test_y, model.predict_proba(test_X)[:, list(model.classes_).index(1)])

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -40,7 +41,7 @@ import torch
 from ..engines.finetune import (FinetuneMode, InitSpec, Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
                                 train_fold)
 from ..utils.io import atomic_write_json, atomic_write_text
-from .embedding import knn_auc
+from .embedding import knn_auc, logistic_auc
 from .folds import FoldPlan, load_or_make_folds
 from .report import EvaluationProtocol, write_report
 from .stats import RESULT_FIELDS, AucRow, EvalMode
@@ -53,9 +54,10 @@ logger = logging.getLogger(__name__)
 FORMAT = "monai-modan/experiment/1"
 PREDICTION_FIELDS = ("init", "mode", "task", "repeat", "fold", "index", "label", "score")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # task names become file names
-_MODE_ORDER = (EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING, EvalMode.KNN)
+_MODE_ORDER = (EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING, EvalMode.LOGISTIC, EvalMode.KNN)
+_FROZEN_FEATURE_MODES = (EvalMode.LOGISTIC, EvalMode.KNN)  # classifiers fitted on the frozen features
 # settings that change the numbers: a restart in the same out_dir must keep them
-_RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "label_fraction", "knn_k")
+_RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "label_fraction", "knn_k", "logistic_c")
 
 Key = tuple[str, str, str, int, int]  # (init, mode, task, repeat, fold)
 
@@ -84,6 +86,10 @@ class ExperimentConfig:
             stratified and grouped per repeat (:meth:`~monai_modan.evaluation.folds.FoldPlan.subsample`).
         knn: also evaluate a k-nearest-neighbour classifier (``knn_k`` neighbours, cosine) on each init's frozen
             features, trained on the same training part as the probes.
+        logistic: also evaluate an L2 logistic regression (inverse strength ``logistic_c``) on each init's
+            standardised frozen features, fitted on the same training part as the probes
+            (:func:`~monai_modan.evaluation.embedding.logistic_auc`): a linear evaluation of the features that does
+            not depend on a training budget, unlike the paper's linear probe. Not in the ModAn paper.
         umap_datalist: a monai-modan pretraining datalist (items with ``modality``/``anatomy``, e.g. a MedMNIST or
             synthetic index) whose embeddings are drawn as UMAP panels; at most ``umap_max_images`` images,
             taken deterministically (:func:`umap_items`).
@@ -109,6 +115,8 @@ class ExperimentConfig:
     label_fraction: float = 1.0
     knn: bool = False
     knn_k: int = 20
+    logistic: bool = False
+    logistic_c: float = 1.0
     umap_datalist: str | None = None
     umap_max_images: int = 300
     device: str = "auto"
@@ -138,8 +146,8 @@ class ExperimentConfig:
             self.modes = tuple(dict.fromkeys(FinetuneMode.parse(m).value for m in modes))
         except ValueError as e:
             raise ExperimentError(f"modes: {e}") from None
-        if not self.modes and not self.knn:
-            raise ExperimentError("modes is empty and knn is off: nothing to evaluate")
+        if not self.modes and not self.knn and not self.logistic:
+            raise ExperimentError("modes is empty and knn and logistic are off: nothing to evaluate")
         if isinstance(self.recipe, Mapping):
             self.recipe = Recipe.from_dict(self.recipe)
         elif not isinstance(self.recipe, Recipe):
@@ -155,14 +163,23 @@ class ExperimentConfig:
         if not isinstance(self.label_fraction, (int, float)) or not 0.0 < float(self.label_fraction) <= 1.0:
             raise ExperimentError(f"label_fraction must be in (0, 1], got {self.label_fraction!r}")
         self.label_fraction = float(self.label_fraction)
-        self.knn = bool(self.knn)
+        self.knn, self.logistic = bool(self.knn), bool(self.logistic)
+        if isinstance(self.logistic_c, bool) or not isinstance(self.logistic_c, (int, float)) or not (
+                math.isfinite(self.logistic_c) and self.logistic_c > 0):
+            raise ExperimentError(f"logistic_c must be a number > 0, got {self.logistic_c!r}")
+        self.logistic_c = float(self.logistic_c)
         self.out_dir = str(self.out_dir)
         self.umap_datalist = None if self.umap_datalist in (None, "") else str(self.umap_datalist)
 
     @property
     def eval_modes(self) -> list[str]:
         """The ``mode`` values of the result rows, in report order."""
-        return [FinetuneMode(m).eval_mode.value for m in self.modes] + ([EvalMode.KNN.value] if self.knn else [])
+        return [FinetuneMode(m).eval_mode.value for m in self.modes] + [m.value for m in self.frozen_feature_modes]
+
+    @property
+    def frozen_feature_modes(self) -> list[EvalMode]:
+        """The classifiers fitted on frozen features (``logistic``, ``knn``) that this experiment evaluates."""
+        return [m for m, on in ((EvalMode.LOGISTIC, self.logistic), (EvalMode.KNN, self.knn)) if on]
 
     @property
     def repeat_seeds(self) -> list[int]:
@@ -303,8 +320,9 @@ def _check_out_dir(config: ExperimentConfig, settings_path: Path, rows: Sequence
             raise ExperimentError(f"cannot read {settings_path}: {e}") from None
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise ExperimentError(f"{settings_path} is not an experiment record ({FORMAT})")
+        # a setting missing from the record was added to the package later; its rows cannot exist there
         diffs = [f"{k}: {saved.get(k)!r} there, {record[k]!r} now" for k in _RESULT_SETTINGS
-                 if saved.get(k) != record[k]]
+                 if saved.get(k, record[k]) != record[k]]
         for group in ("tasks", "inits"):
             old = saved.get(group) or {}
             diffs += [f"{group}.{name}: {old[name]!r} there, {value!r} now" for name, value in record[group].items()
@@ -422,6 +440,11 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path]) -> Evalu
         notes.append(f"kNN: k = {config.knn_k} nearest neighbours by cosine distance on the frozen encoder's "
                      "features of the same training part as the probes (no validation part used); score = share of "
                      "positive neighbours. kNN folds have no ROC plot.")
+    if config.logistic:
+        notes.append(f"Logistic regression (not in the ModAn paper): L2-regularised, C = {config.logistic_c:g}, "
+                     "lbfgs to convergence, on the frozen encoder's features standardised with the mean and sd of "
+                     "the same training part as the probes (no validation part used); score = class-1 probability. "
+                     "Logistic folds have no ROC plot.")
     return EvaluationProtocol(
         fold_seed=config.fold_seed,
         fold_plan="; ".join(f"{task}: {path.relative_to(config.out_dir)}" for task, path in plan_paths.items()),
@@ -432,7 +455,7 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path]) -> Evalu
 def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool = True) -> dict[str, Path]:
     """Run (or resume) the experiment and write its report; returns file name -> path of every file written.
 
-    Order: task -> init -> mode (fine-tuning, linear probing, kNN) -> repeat -> fold, then UMAP and the report.
+    Order: task -> init -> mode (fine-tuning, linear probing, logistic, kNN) -> repeat -> fold, then UMAP and the report.
     Every init's weights are loaded once up front, so a missing or wrong file fails before any training; a task's
     images are decoded when its first missing row is computed, and released after the task. With
     ``config.workers > 1`` a task's fine-tuning folds are all submitted to a process pool at once and their rows
@@ -477,7 +500,7 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
 
     seeds = config.repeat_seeds
     modes = [FinetuneMode(m) for m in config.modes]
-    run_modes: list[FinetuneMode | EvalMode] = [*modes, *([EvalMode.KNN] if config.knn else [])]
+    run_modes: list[FinetuneMode | EvalMode] = [*modes, *config.frozen_feature_modes]
     plan_paths: dict[str, Path] = {}
     units_per_task = len(config.inits) * len(config.eval_modes) * config.repeats * config.folds
     with tqdm(total=units_per_task * len(config.tasks), desc="experiment", unit="fold", disable=not progress) as bar:
@@ -508,13 +531,14 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
                     spec, mode_name = config.init_specs[init], _mode_name(mode)
                     bar.set_postfix_str(f"{task} {init} {mode_name} r{r} f{f}", refresh=False)
                     train, val, test = splits[(r, f)]
-                    if mode == EvalMode.KNN:
+                    if mode in _FROZEN_FEATURE_MODES:
                         key = feature_cache_key(spec, seeds[r])
                         if key not in features:
                             features[key] = embed(images, spec, seed=seeds[r], device=device,
                                                   batch_size=config.recipe.eval_batch_size)
-                        x = features[key].cpu().numpy()
-                        auc = knn_auc(x[train], images.labels[train], x[test], images.labels[test], k=config.knn_k)
+                        x, y = features[key].cpu().numpy(), images.labels
+                        auc = (knn_auc(x[train], y[train], x[test], y[test], k=config.knn_k) if mode == EvalMode.KNN
+                               else logistic_auc(x[train], y[train], x[test], y[test], c=config.logistic_c))
                     else:
                         if (init, mode, r, f) in futures:
                             auc, y_true, y_score = futures.pop((init, mode, r, f)).result()

@@ -37,11 +37,12 @@ SUMMARY_FIELDS = ("mode", "task", "init", "reference", "n_repeats", "n_folds", "
 
 _MODE_TITLES = {EvalMode.FINE_TUNING: "Fine-tuning (cf. ModAn paper, Table 4)",
                 EvalMode.LINEAR_PROBING: "Linear probing (cf. ModAn paper, Table 5)",
-                EvalMode.KNN: "k-nearest neighbours on frozen features"}
+                EvalMode.KNN: "k-nearest neighbours on frozen features",
+                EvalMode.LOGISTIC: "Logistic regression on standardised frozen features (not in the ModAn paper)"}
 _MODE_ALIASES = {"fine_tuning": EvalMode.FINE_TUNING, "finetuning": EvalMode.FINE_TUNING,
                  "finetune": EvalMode.FINE_TUNING, "fine_tune": EvalMode.FINE_TUNING,
                  "linear_probing": EvalMode.LINEAR_PROBING, "linear_probe": EvalMode.LINEAR_PROBING,
-                 "linear": EvalMode.LINEAR_PROBING, "knn": EvalMode.KNN}
+                 "linear": EvalMode.LINEAR_PROBING, "knn": EvalMode.KNN, "logistic": EvalMode.LOGISTIC}
 
 
 def _known_mode(mode: str) -> EvalMode | None:

@@ -49,6 +49,7 @@ class EvalMode(StrEnum):
     FINE_TUNING = "fine_tuning"
     LINEAR_PROBING = "linear_probing"
     KNN = "knn"
+    LOGISTIC = "logistic"  # logistic regression on standardised frozen features (not in the paper)
 
 
 RESULT_FIELDS = ("init", "mode", "task", "repeat", "fold", "auc")
