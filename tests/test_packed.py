@@ -159,6 +159,44 @@ def test_open_or_pack_reuses_a_current_pack_and_repacks_otherwise(tmp_path):
     assert len(open_or_pack(datalist, out, 8, workers=0)) == 3
 
 
+def test_images_left_out_are_reported_when_packed_and_when_reused(tmp_path, caplog):
+    datalist, _, _ = make_datalist(tmp_path)
+    with caplog.at_level("WARNING", logger="monai_modan.data.packed"):
+        open_or_pack(datalist, tmp_path / "pack", SIZE, workers=0)
+        made = caplog.text
+        caplog.clear()
+        open_or_pack(datalist, tmp_path / "pack", SIZE, workers=0)  # reused
+    assert "2 of 11 images could not be decoded and were left out" in made and "broken.png" in made
+    assert "2 of 11 images could not be decoded and are left out of this reused pack" in caplog.text
+
+
+def test_fine_classes_need_a_valid_index_on_every_item(tmp_path, caplog):
+    datalist, _, _ = make_datalist(tmp_path)
+    data = json.loads(datalist.read_text())
+    data["training"][4]["class_index"] = True  # a bool is not a class
+    datalist.write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="monai_modan.data.packed"):
+        pack = pack_datalist(datalist, tmp_path / "pack", SIZE, workers=0)
+    assert pack.class_index is None
+    assert "training item 4 (" in caplog.text and "img3.png" in caplog.text and "class_index True" in caplog.text
+
+
+def test_a_datalist_rewritten_while_read_is_not_packed(tmp_path, monkeypatch):
+    from monai_modan.data import datalist as datalist_module
+
+    datalist, _, _ = make_datalist(tmp_path)
+    real = datalist_module.load_datalist
+
+    def load_then_rewrite(path, *args, **kwargs):
+        data = real(path, *args, **kwargs)
+        datalist.write_text(datalist.read_text() + " ")  # an indexer still writing
+        return data
+
+    monkeypatch.setattr(datalist_module, "load_datalist", load_then_rewrite)
+    with pytest.raises(PackedCorpusError, match="changed while it was being read"):
+        pack_datalist(datalist, tmp_path / "pack", SIZE, workers=0)
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     datalist, items, _ = make_datalist(tmp_path)
     with pytest.raises(PackedCorpusError, match="image_size"):

@@ -212,3 +212,28 @@ def test_fast_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):
     # different images on each rank, one global-batch loss: both ranks log the same epoch loss
     losses = re.findall(r"epoch 1: loss (\S+),", proc.stdout + proc.stderr)
     assert len(losses) == 2 and losses[0] == losses[1], losses
+
+
+def test_fast_overlay_under_ddp_fails_on_every_rank_when_rank_0_cannot_pack(tmp_path, corpus):
+    """Rank 0 packs alone; when it cannot, rank 1 raises rank 0's error at once instead of waiting out the
+    process-group timeout."""
+    import os
+    import subprocess
+    import sys
+
+    data = json.loads(Path(corpus).read_text())
+    for item in data["training"]:
+        item["image"] = str(tmp_path / "gone" / Path(item["image"]).name)  # every image missing
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    files = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}','{CONFIGS / 'fast_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(BUNDLE), "--datalist",
+           str(broken), "--image_size", "32", "--batch_size", "8", "--epochs", "1", "--output_dir", str(tmp_path),
+           "--logging_file", str(CONFIGS / "logging.conf")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"rank 0 could not pack {broken}" in output, output[-3000:]  # rank 1's error
+    assert "images of split 'training' could be decoded" in output  # rank 0's own, quoted by rank 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +47,7 @@ INDEX_NAME = "index.json"
 IMAGES_NAME = "images.u8"
 LABELS_NAME = "labels.npy"
 CLASS_INDEX_NAME = "class_index.npy"
+logger = logging.getLogger(__name__)
 _MIN_PER_WORKER = 32  # a process pool costs more than it saves on fewer images than this per worker
 _CHUNK = 16
 _COPY_ROWS_BYTES = 256 * 2**20  # host -> device copies in pieces of at most this many bytes
@@ -149,11 +151,18 @@ def pack_datalist(
     if workers is not None and workers < 0:
         raise PackedCorpusError(f"workers must be >= 0 (0 or 1 = in this process), got {workers}")
     image_size = int(image_size)
+    try:
+        before = datalist_fingerprint(datalist_path)["sha256"]
+    except OSError:
+        before = None  # load_datalist says what is wrong with the file
     data = load_datalist(datalist_path)
+    fingerprint = datalist_fingerprint(datalist_path)
+    if fingerprint["sha256"] != before:  # rewritten while being read: the pack would carry the wrong hash
+        raise PackedCorpusError(f"{datalist_path} changed while it was being read (is an indexer still writing "
+                                "it?); pack it again once it is complete")
     items = data.items(split)
     if not items:
         raise PackedCorpusError(f"{datalist_path}: split {split!r} is empty or absent; nothing to pack")
-    fingerprint = datalist_fingerprint(datalist_path)
     labels = _label_matrix(items, data.space.width, datalist_path, split)
     paths = [os.fspath(item["image"]) for item in items]
     if workers is None:
@@ -178,7 +187,7 @@ def pack_datalist(
 
     with atomic_path(out_dir / LABELS_NAME, suffix=".npy") as tmp:
         np.save(tmp, labels[kept])
-    class_index = _class_indices([items[i] for i in kept], len(data.classes))
+    class_index = _class_indices(items, kept, len(data.classes), datalist_path, split)
     if class_index is not None:
         with atomic_path(out_dir / CLASS_INDEX_NAME, suffix=".npy") as tmp:
             np.save(tmp, class_index)
@@ -202,7 +211,16 @@ def pack_datalist(
                    "frame": "middle", "window": "dicom_or_minmax", "quantisation": "round(255 * x)"},
     }
     atomic_write_json(out_dir / INDEX_NAME, index, indent=1)
+    if skipped:
+        _warn_skipped(out_dir, skipped, len(paths), "were left out")
     return PackedCorpus.open(out_dir)
+
+
+def _warn_skipped(out_dir: Path, skipped: Sequence[dict[str, str]], total: int, what: str) -> None:
+    """Say how many images a pack lacks and why (the full list is in its ``index.json``)."""
+    reasons = "; ".join(f"{s['image']}: {s['reason']}" for s in skipped[:3])
+    logger.warning("pack %s: %d of %d images could not be decoded and %s (e.g. %s); every one is listed under "
+                   "'skipped' in %s", out_dir, len(skipped), total, what, reasons, Path(out_dir) / INDEX_NAME)
 
 
 def open_or_pack(datalist_path: str | Path, out_dir: str | Path, image_size: int, split: str = "training",
@@ -212,11 +230,16 @@ def open_or_pack(datalist_path: str | Path, out_dir: str | Path, image_size: int
     cost is paid once per corpus and size, not once per run."""
     try:
         pack = PackedCorpus.open(out_dir)
-        if (pack.is_current(datalist_path) and pack.image_size == int(image_size)
-                and pack.index.get("split") == split):
-            return pack
     except PackedCorpusError:
-        pass  # absent, interrupted or damaged: pack again
+        pack = None  # absent, interrupted or damaged: pack again
+    if (pack is not None and pack.is_current(datalist_path) and pack.image_size == int(image_size)
+            and pack.index.get("split") == split):
+        skipped = pack.index.get("skipped") or []
+        if skipped:
+            _warn_skipped(pack.root, skipped, len(pack) + len(skipped),
+                          "are left out of this reused pack (delete it to try them again)")
+        return pack
+    del pack  # unmap the old images before they are replaced (Windows cannot replace a mapped file)
     return pack_datalist(datalist_path, out_dir, image_size, split, workers, progress=progress)
 
 
@@ -230,12 +253,21 @@ def _label_matrix(items: Sequence[dict], width: int, datalist_path: str | Path, 
     return labels.astype(np.uint8)
 
 
-def _class_indices(items: Sequence[dict], num_classes: int) -> np.ndarray | None:
-    """Fine class per item, or ``None`` unless the datalist has classes and every item carries a valid index."""
-    if not num_classes or not all(isinstance(it.get("class_index"), int) for it in items):
+def _class_indices(items: Sequence[dict], kept: Sequence[int], num_classes: int, datalist_path: str | Path,
+                   split: str) -> np.ndarray | None:
+    """Fine class of each kept item, or ``None`` unless the datalist has classes and every kept item carries a valid
+    index (a warning names the first that does not: the pack then serves the contrastive methods only)."""
+    if not num_classes:
         return None
-    values = np.asarray([it["class_index"] for it in items], dtype=np.int64)
-    return values if ((values >= 0) & (values < num_classes)).all() else None
+    for i in kept:
+        item = items[i]
+        value = item.get("class_index")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < num_classes:
+            logger.warning("%s: %s item %s (%s) has class_index %r, not an integer in [0, %d): the pack gets no fine "
+                           "classes, so supervised pretraining cannot use it", datalist_path, split, i,
+                           item.get("image"), value, num_classes)
+            return None
+    return np.asarray([items[i]["class_index"] for i in kept], dtype=np.int64)
 
 
 # -------------------------------------------------------------------------------------------------------- reading

@@ -326,8 +326,11 @@ def _read_dicom(path: Path, force: bool) -> Any:
 
 
 def _has_dicom_preamble(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(132)[128:132] == b"DICM"
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError as e:
+        raise ImageLoadError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 # ------------------------------------------------------------------------------------------- other formats

@@ -161,16 +161,30 @@ def load_device_corpus(datalist_path: str | Path, pack_dir: str | Path, image_si
     """The packed corpus of ``datalist_path`` on ``device``, as :class:`FastPretrainer` takes it.
 
     The pack in ``pack_dir`` is reused while current, else written (:func:`~monai_modan.data.packed.open_or_pack`).
-    Under DDP, rank 0 alone (re)packs while the others wait at a barrier, and every rank keeps its strided share
-    (:meth:`~monai_modan.data.packed.PackedCorpus.shard`: ``N // world_size`` rows each, disjoint).
-    """
-    from ..data.packed import PackedCorpus, open_or_pack
+    Under DDP, rank 0 alone (re)packs while the others wait, and every rank keeps its strided share
+    (:meth:`~monai_modan.data.packed.PackedCorpus.shard`: ``N // world_size`` rows each, disjoint). When rank 0
+    cannot pack, every rank raises its error (rather than the others waiting out the process-group timeout); a
+    first pack that takes longer than that timeout (30 min) should be made beforehand with ``monai_modan pack``.
 
+    Raises:
+        PackedCorpusError: the datalist cannot be packed (on every rank under DDP).
+    """
+    from ..data.packed import PackedCorpus, PackedCorpusError, open_or_pack
+
+    pack, failure = None, None
     if distributed_rank() == 0:
-        pack = open_or_pack(datalist_path, pack_dir, image_size)
+        try:
+            pack = open_or_pack(datalist_path, pack_dir, image_size)
+        except Exception as e:  # noqa: BLE001 - told to every rank below, then raised here
+            failure = e
     if is_distributed():
-        torch.distributed.barrier()
-    if distributed_rank() != 0:
+        message = [None if failure is None else f"{type(failure).__name__}: {failure}"]
+        torch.distributed.broadcast_object_list(message, src=0)  # also the barrier: rank 0 has packed
+        if failure is None and message[0] is not None:
+            raise PackedCorpusError(f"rank 0 could not pack {datalist_path} into {pack_dir}: {message[0]}")
+    if failure is not None:
+        raise failure
+    if pack is None:
         pack = PackedCorpus.open(pack_dir)
     share = pack.shard(distributed_rank(), world_size())
     labels, class_index = share.targets_to_device(device)

@@ -46,18 +46,29 @@ def _final_mode(path: Path) -> int:
         return _new_file_mode()
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)  # writable: Windows cannot flush a read-only handle
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None):
     """Yield a temporary path in the destination folder; rename it onto ``path`` only if the block succeeds.
 
-    The temporary file lives beside the target so the final ``os.replace`` is atomic on POSIX and Windows. It gets
-    the permissions of the file it replaces, or of any new file (umask), not ``mkstemp``'s private ``0o600``:
-    a report must be as readable by the team as a file written directly.
+    The temporary file lives beside the target so the final ``os.replace`` is atomic on POSIX and Windows; it is
+    flushed to disk (``fsync``) before the rename, so after a power cut the name holds the old or the new content,
+    never a file whose blocks were not yet written. It gets the permissions of the file it replaces, or of any new
+    file (umask), not ``mkstemp``'s private ``0o600``: a report must be as readable by the team as a file written
+    directly.
     """
     path = Path(path)
     tmp = _temp_file_beside(path, suffix)
     try:
         yield tmp
+        _fsync(tmp)  # the data is on disk before the name points at it (a crash must not leave a hollow file)
         os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     except BaseException:
