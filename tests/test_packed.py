@@ -155,8 +155,10 @@ def test_open_or_pack_reuses_a_current_pack_and_repacks_otherwise(tmp_path):
     data["training"] = data["training"][:4]  # 3 good images, 1 corrupt
     datalist.write_text(json.dumps(data))
     assert len(open_or_pack(datalist, out, 8, workers=0)) == 3, "a changed datalist repacks"
-    (out / "index.json").unlink()  # an interrupted pack
+    (out / "index.json").unlink()  # an interrupted pack, killed while writing its images
+    (out / ".images.u8.x1y2z3.tmp").write_bytes(b"\0" * 1000)
     assert len(open_or_pack(datalist, out, 8, workers=0)) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["class_index.npy", "images.u8", "index.json", "labels.npy"]
 
 
 def test_images_left_out_are_reported_when_packed_and_when_reused(tmp_path, caplog):

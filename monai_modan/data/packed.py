@@ -171,6 +171,8 @@ def pack_datalist(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INDEX_NAME).unlink(missing_ok=True)  # the members change below: no index means "incomplete pack"
+    for stale in out_dir.glob(f".{IMAGES_NAME}.*.tmp"):  # left by a packer that was killed (SIGKILL, preemption)
+        stale.unlink(missing_ok=True)
     kept: list[int] = []
     skipped: list[dict[str, str]] = []
     with atomic_path(out_dir / IMAGES_NAME) as tmp, open(tmp, "wb") as f:
