@@ -19,6 +19,7 @@ from monai_modan.evaluation import (
     FoldPlanMismatchError,
     compare_inits,
     fold_auc,
+    format_cell,
     knn_auc,
     load_or_make_folds,
     logistic_auc,
@@ -230,6 +231,20 @@ def test_paired_wilcoxon_all_equal_and_bad_input():
     assert res.p_value == 1.0 and res.n_nonzero == 0 and "zero" in res.note
     with pytest.raises(ValueError, match="equal"):
         paired_wilcoxon([0.1, 0.2], [0.1])
+
+
+def test_no_test_where_the_repeats_cannot_carry_one():
+    # a deterministic evaluation repeated 10 times: 10 copies of one difference would give p = 2/1024
+    copies = paired_wilcoxon(np.full(10, 0.70), np.full(10, 0.71))
+    assert math.isnan(copies.p_value) and "copies of one measurement" in copies.note
+    single = paired_wilcoxon([0.70], [0.75])
+    assert math.isnan(single.p_value) and "one repeat" in single.note
+    # one side varying is a real paired sample again
+    assert paired_wilcoxon(np.full(10, 0.70), 0.71 + 0.001 * np.arange(10)).p_value == 2 / 1024
+    summary = compare_inits([AucRow(i, "knn", "t", r, 0, a) for r in range(5)
+                             for i, a in (("ref", 0.7), ("other", 0.8))], "ref")
+    other = next(s for s in summary if s.init == "other")
+    assert format_cell(other) == "0.800 ± 0.000 (no test)" and "copies" in other.note
 
 
 def hand_rows():

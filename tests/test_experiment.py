@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from monai_modan.data.synthetic import generate_downstream_task
 from monai_modan.engines.finetune import FinetuneMode, InitSpec, TaskImages, embed, repeat_seed
-from monai_modan.evaluation import FoldPlan, read_results_csv
+from monai_modan.evaluation import FoldPlan, FoldPlanError, read_results_csv
 from monai_modan.evaluation import embedding as embedding_module
 from monai_modan.evaluation import experiment
 from monai_modan.evaluation.experiment import (ExperimentConfig, ExperimentError, experiment_from_yaml,
@@ -297,6 +297,17 @@ def test_wrong_architecture_fails_before_any_training(setup, tmp_path):
     with pytest.raises(CheckpointError, match="init 'r10'"):
         run(cfg, recorder)
     assert recorder.calls == [] and not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_a_task_too_small_for_its_folds_is_named(setup, tmp_path):
+    data = json.loads(Path(setup["task"]).read_text())
+    positives = [it for it in data["training"] if it["label"] == 1]
+    keep = {it["group"] for it in positives[:2]}  # two positive patients for FOLDS test folds
+    data["training"] = [it for it in data["training"] if it["label"] == 0 or it["group"] in keep]
+    (tmp_path / "few.json").write_text(json.dumps(data))
+    cfg = config(setup, tmp_path / "out", tasks={"few": str(tmp_path / "few.json")})
+    with pytest.raises(FoldPlanError, match=r"task few \(.*few\.json\): .*folds"):
+        run(cfg, Recorder())
 
 
 def test_one_class_task_is_refused(setup, tmp_path):

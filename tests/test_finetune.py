@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import resnet10
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from monai_modan.data.downstream import load_task_datalist
 from monai_modan.data.synthetic import generate_downstream_task
@@ -272,3 +273,26 @@ def test_train_fold_refuses_bad_splits(task):
         train_fold(images, None, (train, val, [100]), spec, "fine_tune", FAST)
     with pytest.raises(ValueError, match="labels"):
         train_fold(images.images, images.labels[:10], (train, val, test), spec, "fine_tune", FAST)
+
+
+def test_confident_scores_keep_their_ranking(task, monkeypatch):
+    """Logits above ~17 all become 1.0 through a float32 sigmoid; the AUC ranks the logits and the saved scores are
+    float64 probabilities, so a confident model is not scored as if it had ties."""
+    from monai_modan.engines import finetune
+
+    _, images, split = task
+    test = split[2]
+    logits = torch.linspace(18.0, 30.0, len(test))  # every one past float32's sigmoid saturation
+    real = finetune._predict
+
+    def confident(forward, inputs, idx, batch_size, device):
+        out = real(forward, inputs, idx, batch_size, device)
+        return logits.to(out) if len(idx) == len(test) and torch.equal(idx, torch.as_tensor(test)) else out
+
+    monkeypatch.setattr(finetune, "_predict", confident)
+    result = train_fold(_half_size(images), None, split, InitSpec.parse("scratch", None), "linear_probe",
+                        Recipe(epochs=1, image_size=SIZE), seed=0)
+    expected = roc_auc_score(images.labels[test], logits.numpy())
+    assert expected != 0.5 and result.auc == pytest.approx(expected)
+    assert len(set(result.y_score.tolist())) == len(test)  # no ties among the saved probabilities
+    assert torch.sigmoid(logits).unique().numel() == 1  # what float32 would have given

@@ -579,6 +579,8 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
             model.eval()
             val_logits = _predict(forward, inputs, val_t, recipe.eval_batch_size, device)
             val_loss = float(F.binary_cross_entropy_with_logits(val_logits, y[val_t.to(device)]))
+            if not math.isfinite(val_loss):  # would never be "lowest": model selection would silently skip it
+                raise ValueError(f"init {init.name!r}: non-finite validation loss at epoch {epoch} (lower recipe.lr)")
             val_curve.append(val_loss)
             if val_loss < best_loss:  # strict: the earliest of equal epochs
                 best_loss, best_epoch = val_loss, epoch
@@ -586,7 +588,9 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    scores = torch.sigmoid(_predict(forward, inputs, test_t, recipe.eval_batch_size, device)).double().cpu().numpy()
+    logits = _predict(forward, inputs, test_t, recipe.eval_batch_size, device).double().cpu()
+    scores = torch.sigmoid(logits).numpy()  # float64: float32 rounds every logit above ~17 to 1.0 (false ties)
     y_test = y_all[test_idx]
-    return FoldResult(auc=fold_auc(y_test, scores), y_true=y_test, y_score=scores, best_epoch=best_epoch,
+    return FoldResult(auc=fold_auc(y_test, logits.numpy()),  # ranks the logits themselves: no rounding at all
+                      y_true=y_test, y_score=scores, best_epoch=best_epoch,
                       val_loss_curve=val_curve, train_loss_curve=train_curve, model=model)

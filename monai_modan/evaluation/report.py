@@ -88,7 +88,9 @@ class EvaluationProtocol:
 
 
 def format_p(p: float) -> str:
-    """``"p = 0.002"``; below 0.001 ``"p < 0.001"``."""
+    """``"p = 0.002"``; below 0.001 ``"p < 0.001"``; ``nan`` (no meaningful test) ``"no test"``."""
+    if math.isnan(p):
+        return "no test"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
@@ -257,8 +259,8 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
     atomic_write_text(put("results.csv"), _csv_text(RESULT_FIELDS, (r.as_dict() for r in rows)))
     summary_rows = [{"mode": s.mode, "task": s.task, "init": s.init, "reference": s.reference,
                      "n_repeats": s.n_repeats, "n_folds": s.n_folds, "mean_auc": s.mean,
-                     "sd_auc": _finite_or_none(s.sd), "p_value": s.p_value, "repeat_means": list(s.repeat_means),
-                     "note": s.note} for s in summaries]
+                     "sd_auc": _finite_or_none(s.sd), "p_value": _finite_or_none(s.p_value),
+                     "repeat_means": list(s.repeat_means), "note": s.note} for s in summaries]
     blank = {"sd_auc", "p_value"}  # None -> empty CSV cell
     atomic_write_text(put("summary.csv"), _csv_text(SUMMARY_FIELDS, (
         {**{k: "" if k in blank and v is None else v for k, v in r.items()},

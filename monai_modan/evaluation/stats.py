@@ -186,7 +186,10 @@ def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[flo
     (``|d| <= 1e-12``) are dropped (Wilcoxon's convention); SciPy then computes the exact null distribution for
     up to 50 pairs without ties, an exhaustive permutation distribution for up to 13 pairs with ties, and the
     normal approximation otherwise. If every difference is zero the two inits are indistinguishable: ``p = 1``
-    with a note (SciPy would warn and divide by zero).
+    with a note (SciPy would warn and divide by zero). No test, ``p = nan`` with a note, when it could not mean
+    anything: a single pair, or repeats that are copies of one measurement (neither side varies across repeats,
+    e.g. a deterministic frozen-feature classifier on the same data in every repeat), where any constant
+    difference would otherwise reach the smallest attainable p.
 
     Raises:
         ValueError: lengths differ, fewer than one pair, or non-finite values.
@@ -203,6 +206,12 @@ def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[flo
     nonzero = int(np.count_nonzero(d))
     if nonzero == 0:
         return PairedTest(1.0, math.nan, ref.size, 0, note=f"all {ref.size} differences are zero: p set to 1")
+    if ref.size < 2:
+        return PairedTest(math.nan, math.nan, ref.size, nonzero, note="one repeat: no test")
+    if np.ptp(ref) <= ZERO_DIFFERENCE_TOL and np.ptp(oth) <= ZERO_DIFFERENCE_TOL:
+        return PairedTest(math.nan, math.nan, ref.size, nonzero,
+                          note=f"the {ref.size} repeats are identical on both sides (copies of one measurement, not "
+                               "independent samples): no test")
     result = wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD, alternative="two-sided", method="auto")
     note = "" if nonzero == ref.size else f"{ref.size - nonzero} zero differences dropped"
     return PairedTest(float(result.pvalue), float(result.statistic), ref.size, nonzero, note)
@@ -216,7 +225,8 @@ class InitSummary:
         mean: mean over repeats of the per-repeat fold-mean AUC.
         sd: sample standard deviation (``ddof = 1``) of the same; ``nan`` with a single repeat.
         repeat_means: ``[R]`` per-repeat fold means, in repeat order.
-        p_value: two-sided paired Wilcoxon p-value against the reference init, ``None`` for the reference itself.
+        p_value: two-sided paired Wilcoxon p-value against the reference init, ``None`` for the reference itself,
+            ``nan`` where no test is meaningful (see :func:`paired_wilcoxon` and ``note``).
         note: remarks on the test (zero differences).
     """
 
