@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from monai_modan.data import dicom_index
 from monai_modan.data.dicom_index import DicomIndexError, index_dicom_folder
@@ -296,9 +296,9 @@ def counted_reads(monkeypatch):
     calls: list[str] = []
     real = dicom_index.read_header_entry
 
-    def counting(path, tags, rel=None):
+    def counting(path, tags, rel=None, root=None):
         calls.append(Path(path).relative_to(export_root[0]).as_posix())
-        return real(path, tags, rel)
+        return real(path, tags, rel, root)
 
     export_root: list[Path] = []
     monkeypatch.setattr(dicom_index, "read_header_entry", counting)
@@ -366,13 +366,18 @@ def test_cache_reads_only_new_or_changed_files(tmp_path, dicom_dir, space, count
     assert calls == [] and new[1] not in json.loads(cache.read_text(encoding="utf-8"))["files"]
 
 
-def test_corrupt_cache_is_rebuilt_not_fatal(tmp_path, dicom_dir, space, counted_reads):
+def one_ct_export(tmp_path, dicom_dir, counted_reads):
+    """An export of one real CT file, its header cache path, and the counted reads."""
     calls, export_root = counted_reads
     export = tmp_path / "export"
     export.mkdir()
     export_root.append(export)
     shutil.copy(dicom_dir / "pydicom_test_files/CT_small.dcm", export / "ct.dcm")
-    cache = tmp_path / "headers.json"
+    return calls, export_root, export, tmp_path / "headers.json"
+
+
+def test_corrupt_cache_is_rebuilt_not_fatal(tmp_path, dicom_dir, space, counted_reads):
+    calls, export_root, export, cache = one_ct_export(tmp_path, dicom_dir, counted_reads)
     cache.write_text('{"format": "monai-modan/dicom-header-cache", "version": 1, "files": {', encoding="utf-8")
     result = index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
     assert len(result.records) == 1 and calls == ["ct.dcm"]
@@ -435,6 +440,64 @@ def test_paths_holding_their_own_identifiers_are_listed_through_links(dicom_dir,
     ("study_2/1.dcm", ["2"], False),  # values below 3 characters are not looked for
     ("johnson/1.dcm", ["JOHN"], False),  # a name component inside a longer word is not a match
     ("CT2/17106", ["77654033"], False),
+    ("JohnDoe/1.dcm", ["DOE JOHN", "JOHN DOE"], True),  # both name orders, joined
+    ("Doe, John/1.dcm", ["DOE JOHN"], True),
+    ("LiYu/1.dcm", ["LI YU", "YU LI"], True),  # short name parts together
+    ("77654/1.dcm", ["0077654", "77654"], True),  # an ID without its leading zeros
 ])
 def test_path_names_identifier(rel, identifiers, expected):
     assert dicom_index.path_names_identifier(rel, identifiers) is expected
+
+
+def test_a_patient_named_folder_hides_the_root_and_every_path_beside_it(tmp_path, space):
+    """The indexed folder itself named by the patient: the root is withheld from datalist, report and logs, and every
+    path goes through a link; a corrupt file in a patient-named subfolder is reported through a link as well."""
+    from monai_modan.data.datalist import report_dict
+
+    root = tmp_path / "DOE_JOHN_0077654"
+    (root / "s1").mkdir(parents=True)
+    write_dicom(root / "s1" / "im1.dcm", CTImageStorage, Modality="CT", PatientName="DOE^JOHN", PatientID="0077654")
+    result = index_dicom_folder(root, space, workers=0, link_dir=tmp_path / "links", progress=False)
+    assert result.root.startswith("(withheld") and all("DOE" not in r.image for r in result.records)
+    assert any(n.startswith("privacy: the indexed folder's own path names a patient") for n in result.notes)
+
+    export = tmp_path / "export"
+    (export / "Doe, John" / "s2").mkdir(parents=True)
+    write_dicom(export / "Doe, John" / "s2" / "im1.dcm", CTImageStorage, Modality="CT", PatientName="DOE^JOHN")
+    (export / "Doe, John" / "s2" / "im2.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)  # unreadable
+    (export / "Doe, John" / "notes.txt").write_text("not DICOM")
+    (export / "other").mkdir()
+    write_dicom(export / "other" / "im1.dcm", CTImageStorage, Modality="CT", PatientName="ROE^JANE")
+    result = index_dicom_folder(export, space, workers=0, link_dir=tmp_path / "links2", progress=False)
+    assert result.root == str(export.resolve())
+    shown = [r.image for r in result.records] + [s.path for s in result.skipped]
+    assert len(result.skipped) == 2 and not any("Doe" in p for p in shown), shown
+    assert any("other/im1.dcm" in p for p in shown)  # unrelated folders keep their paths
+    assert "Doe" not in json.dumps(report_dict(result, space))
+
+
+def test_cache_of_another_folder_or_a_touched_file_is_not_trusted(tmp_path, dicom_dir, space, counted_reads):
+    calls, export_root, export, cache = one_ct_export(tmp_path, dicom_dir, counted_reads)
+    index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
+    index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
+    assert calls == ["ct.dcm"]  # the second run came from the cache
+    stamp = (export / "ct.dcm").stat()
+    data = (export / "ct.dcm").read_bytes()
+    (export / "ct.dcm").write_bytes(data)  # edited in place, same size ...
+    os.utime(export / "ct.dcm", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # ... and the old mtime put back
+    index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
+    assert calls == ["ct.dcm", "ct.dcm"]  # ctime changed: read again
+    other = tmp_path / "other"
+    shutil.copytree(export, other)
+    export_root[0] = other
+    result = index_dicom_folder(other, space, workers=0, cache=cache, progress=False)
+    assert calls[-1] == "ct.dcm" and len(calls) == 3
+    assert any("another folder" in n for n in result.notes)
+
+
+def test_a_meta_header_without_preamble_is_read(tmp_path, space):
+    (tmp_path / "x").mkdir()
+    path = write_dicom(tmp_path / "x" / "im.dcm", CTImageStorage, Modality="CT")
+    (tmp_path / "x" / "im.dcm").write_bytes(path.read_bytes()[132:])  # no preamble, no "DICM": starts at (0002,0000)
+    result = index_dicom_folder(tmp_path / "x", space, workers=0, progress=False)
+    assert len(result.records) == 1 and result.records[0].labels["modality"] == "CT"

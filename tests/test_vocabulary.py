@@ -162,6 +162,8 @@ extra_groups:
     [("groups:\n  colour:\n    classes:\n      red: [RED]\n", "unknown group 'colour'"),
      ("extra_groups:\n  scanner:\n    classes:\n      a: [A]\n", "needs 'dicom_tags'"),
      ("extra_groups:\n  scanner:\n    dicom_tags: [NotAKeyword]\n    classes:\n      a: [A]\n", "not DICOM keywords"),
+     ("extra_groups:\n  age:\n    dicom_tags: [PatientBirthDate]\n    classes:\n      a: [A]\n",
+      r"\['PatientBirthDate'\] identify the patient"),
      ("groups:\n  anatomy:\n    classes:\n      knee: 5\n", "class 'knee'"),
      ("groups:\n  anatomy:\n    classes:\n      knee: [CHEST]\n", "already means anatomy/chest"),
      ("groups: [1, 2\n", "not valid YAML"),

@@ -35,8 +35,9 @@ memory, odd unrelated values cannot fail a file), and pydicom seeks past skipped
 seen (the position ends beyond the file). Files are read by ``workers`` processes (default ``os.cpu_count()``; ``0``
 or ``1`` reads in this process) in chunks.
 
-Cache: ``cache=path`` keeps a JSON file (written atomically) that maps each file's relative path, size and
-``mtime_ns`` to the header values the labelling rule needs (never the labels, so a changed vocabulary re-labels
+Cache: ``cache=path`` keeps a JSON file (written atomically, for one indexed folder: it records the folder's hash
+and is ignored for another) that maps each file's relative path (hashed), size, ``mtime_ns`` and ``ctime_ns`` (an
+in-place edit with the old mtime put back still changes the ctime) to the header values the labelling rule needs (never the labels, so a changed vocabulary re-labels
 without re-reading) and the image geometry. Text values are redacted before they are cached
 (:func:`~monai_modan.labels.dicom_labels.redact_identifiers`), so the cache holds no identifying value. Re-indexing
 a grown export reads only new or changed files; :attr:`DicomIndexResult.files_read` and
@@ -49,9 +50,10 @@ checked against the file's own identifying values (:func:`path_names_identifier`
 ``notes`` and, with ``link_dir`` (the CLI and the pretraining bundle always pass one), listed through pseudonymous
 symbolic links ``link_dir/<hash>.dcm`` instead (``readlink`` gives the real path; the links are local to the
 machine and should not be shared). Without ``link_dir`` their paths are kept and a warning says so. The header
-cache is keyed by a hash of the relative path, so it holds no path at all. Not covered: a folder named after an
-identifier that the files' headers do not hold (e.g. another ID scheme), and files skipped before their header is
-read (hidden, empty, DICOMDIR), which are reported by their path.
+cache is keyed by a hash of the relative path, so it holds no path at all. Every other file under a folder named
+by a patient is linked too (also the files skipped before or while reading, which have no header to check), and
+when the indexed folder's own path names a patient every path is linked and the root is withheld from the result.
+Not covered: a folder named after an identifier that no readable file in it carries (e.g. another ID scheme).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ from ..labels.dicom_labels import (
     IDENTIFYING_TAGS,
     extract_header_values,
     header_tags,
+    identifier_pattern,
     identifier_strings,
     label_values,
     non_image_kind,
@@ -96,11 +99,13 @@ __all__ = ["DicomIndexError", "DicomIndexResult", "index_dicom_folder", "read_he
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "monai-modan/dicom-header-cache"
-CACHE_VERSION = 2  # 2: keys are hashes of the relative paths, entries flag identifying paths
+CACHE_VERSION = 3  # 2: keys are hashes of the relative paths, entries flag identifying paths; 3: wider redaction,
+# the indexed root's hash, ctime in the freshness check, entries flag a root that names the patient
 _GEOMETRY_TAGS = ("Modality", "SOPClassUID", "Rows", "Columns", "NumberOfFrames", "PhotometricInterpretation",
                   "SharedFunctionalGroupsSequence")
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}  # Pixel Data, Float, Double Float
-_BARE_DATASET_STARTS = (b"\x08\x00", b"\x00\x08")  # (0008,xxxx) little / big endian
+# (0008,xxxx) little / big endian, or (0002,xxxx): a file meta header written without the 128-byte preamble
+_BARE_DATASET_STARTS = (b"\x08\x00", b"\x00\x08", b"\x02\x00")
 _UNDEFINED = 0xFFFFFFFF
 _WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (any script)
 _LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
@@ -201,20 +206,16 @@ def _truncation(fp: BinaryIO, ds: pydicom.Dataset, size: int) -> str | None:
 
 
 def path_names_identifier(rel: str, identifiers: Sequence[str]) -> bool:
-    """Whether the relative path ``rel`` contains one of ``identifiers`` (a file's own identifying values,
-    :func:`~monai_modan.labels.dicom_labels.identifier_strings`), case-insensitively: as a whole word or word
-    sequence of >= 3 letters/digits (``DOE_JOHN/`` for ``DOE^JOHN``, ``77654033/``), or -- for values of >= 6 letters
-    and digits (IDs, accession numbers, dates) -- anywhere inside a folder or file name (``P77654033_CT``)."""
-    words = f" {' '.join(_WORD.findall(rel.lower()))} "
-    names = ["".join(_WORD.findall(part)) for part in rel.lower().split("/")]
-    for identifier in identifiers:
-        tokens = _WORD.findall(str(identifier).lower())
-        compact = "".join(tokens)
-        if len(compact) < 3:
-            continue
-        if f" {' '.join(tokens)} " in words or (len(compact) >= 6 and any(compact in name for name in names)):
-            return True
-    return False
+    """Whether the path ``rel`` contains one of ``identifiers`` (a file's own identifying values,
+    :func:`~monai_modan.labels.dicom_labels.identifier_strings`), case-insensitively, as
+    :func:`~monai_modan.labels.dicom_labels.identifier_pattern` matches text: token by token with any separators
+    (``DOE_JOHN/``, ``JohnDoe/``, ``Doe, John/`` for ``DOE^JOHN``; ``77654033/``), and -- for values with digits or
+    non-Latin letters of >= 6 letters/digits (IDs, accession numbers, dates) -- also inside a longer name
+    (``P77654033_CT``). Values under 3 letters/digits are ignored here (a study ID ``4`` is no reason to hide
+    ``series 4/``)."""
+    pattern = identifier_pattern([i for i in identifiers if len("".join(_WORD.findall(str(i)))) >= 3],
+                                 substring_min=6)
+    return pattern is not None and pattern.search(rel) is not None
 
 
 @lru_cache(maxsize=8)
@@ -224,7 +225,7 @@ def _wanted_tags(tags: tuple[str, ...]) -> list[int]:
     return [tag_for_keyword(k) for k in dict.fromkeys([*tags, *_GEOMETRY_TAGS, *IDENTIFYING_TAGS])]
 
 
-def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None) -> dict[str, Any]:
+def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None, root: str | None = None) -> dict[str, Any]:
     size = os.fstat(fp.fileno()).st_size
     wanted = _wanted_tags(tuple(tags))
     try:
@@ -241,6 +242,16 @@ def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None) -> dict[st
     entry = {"skip": "truncated file", "detail": problem} if problem else _describe(ds, tags, identifiers)
     if rel is not None and path_names_identifier(rel, identifiers):
         entry["path_identifies"] = True  # a flag only: the value itself is never stored
+        folders = rel.split("/")[:-1]
+        depth = next((d for d in range(1, len(folders) + 1)
+                      if path_names_identifier("/".join(folders[:d]), identifiers)), None)
+        if depth is not None:  # the shallowest folder named by the patient: its other files are hidden too
+            entry["named_folder_depth"] = depth
+    # the indexed folder itself: only whole names and values with digits count, a lone name part such as "Test"
+    # of "Test^Phantom" in ".../test_run/" is too common a word to withhold a root for
+    strong = [i for i in identifiers if len(_WORD.findall(i)) >= 2 or any(c.isdigit() for c in i)]
+    if root is not None and path_names_identifier(root, strong):
+        entry["root_identifies"] = True
     return entry
 
 
@@ -267,13 +278,15 @@ def _describe(ds: pydicom.Dataset, tags: Sequence[str], identifiers: Sequence[st
     }
 
 
-def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = None) -> dict[str, Any]:
+def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = None,
+                      root: str | None = None) -> dict[str, Any]:
     """Read one file's header (no pixels) into a JSON-able cache entry; never raises for a bad file.
 
     Returns ``{"values": {tag: redacted value}, "image": {"frames", "rows", "columns", "photometric",
     "transfer_syntax"}}`` for an image, or ``{"skip": reason, "detail": text}``; with ``rel`` (the path relative to
     the indexed folder) also ``"path_identifies": True`` when :func:`path_names_identifier` finds one of the file's
-    identifying values in it.
+    identifying values in it; with ``root`` (the indexed folder) also ``"root_identifies": True`` when that
+    folder's path holds one.
     """
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below; open errors are told apart from parser errors
@@ -281,14 +294,14 @@ def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = N
         return {"skip": "unreadable file", "detail": e.strerror or _scrub(e)}
     with fp, _quiet_pydicom():
         try:
-            return _entry(fp, tags, rel)
+            return _entry(fp, tags, rel, root)
         except Exception as e:  # noqa: BLE001 - any parser failure of one file is counted, never fatal
             return {"skip": "unreadable header", "detail": _scrub(e)}
 
 
 # ------------------------------------------------------------------------------------------------------- the walk
-def _walk(root: Path, exclude: set[Path]) -> tuple[list[tuple[str, int, int]], list[SkippedFile]]:
-    """``[(relative posix path, size, mtime_ns)]`` of candidate files (sorted) and the files skipped on sight;
+def _walk(root: Path, exclude: set[Path]) -> tuple[list[tuple[str, int, int, int]], list[SkippedFile]]:
+    """``[(relative posix path, size, mtime_ns, ctime_ns)]`` of candidate files (sorted) and the files skipped on sight;
     ``exclude``: files and folders (absolute, resolved) not to walk, e.g. this index's own cache and links."""
     found: list[tuple[str, int, int]] = []
     skipped: list[SkippedFile] = []
@@ -318,14 +331,30 @@ def _walk(root: Path, exclude: set[Path]) -> tuple[list[tuple[str, int, int]], l
             if st.st_size == 0:
                 skipped.append(SkippedFile(str(path), "empty file", "0 bytes"))
                 continue
-            found.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+            found.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     found.sort()
     return found, skipped
 
 
 # ------------------------------------------------------------------------------------------------------ the cache
-def _load_cache(path: Path | None, tags: Sequence[str], notes: list[str]) -> dict[str, dict]:
-    """Cached entries usable with ``tags``; an unreadable or foreign cache is ignored (and rewritten) with a note."""
+def _root_key(root: Path) -> str:
+    return hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _usable_entry(entry: Any) -> bool:
+    """A cache entry of the expected shape (a damaged or hand-edited cache must not crash the run)."""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) for k in ("size", "mtime_ns", "ctime_ns")):
+        return False
+    if "skip" in entry:
+        return isinstance(entry["skip"], str)
+    image = entry.get("image")
+    return isinstance(entry.get("values"), dict) and isinstance(image, dict) and all(
+        k in image for k in ("frames", "rows", "columns", "photometric", "transfer_syntax"))
+
+
+def _load_cache(path: Path | None, tags: Sequence[str], root: Path, notes: list[str]) -> dict[str, dict]:
+    """Cached entries usable with ``tags`` for ``root``; an unreadable or foreign cache, or one made for another
+    folder, is ignored (and rewritten) with a note; damaged entries are read again."""
     if path is None or not path.exists():
         return {}
     try:
@@ -334,33 +363,38 @@ def _load_cache(path: Path | None, tags: Sequence[str], notes: list[str]) -> dic
             raise ValueError(f"not a version-{CACHE_VERSION} {CACHE_FORMAT} file")
         files = data["files"]
         cached_tags = set(data["tags"])
+        if data.get("root") != _root_key(root):
+            raise ValueError("it was made for another folder")
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         notes.append(f"cache {path} ignored and rebuilt ({type(e).__name__}: {e})")
         return {}
+    files = {key: entry for key, entry in files.items() if _usable_entry(entry)}
     if not set(tags) <= cached_tags:  # the label space reads tags the cache lacks: image entries must be re-read
         notes.append(f"cache {path}: the label space reads new tags {sorted(set(tags) - cached_tags)}; images re-read")
         files = {rel: e for rel, e in files.items() if "values" not in e}
     return files
 
 
-def _save_cache(path: Path, tags: Sequence[str], entries: dict[str, dict], notes: list[str]) -> None:
+def _save_cache(path: Path, tags: Sequence[str], root: Path, entries: dict[str, dict], notes: list[str]) -> None:
     try:
         atomic_write_json(path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "tags": sorted(tags),
-                                 "files": entries}, indent=None)
+                                 "root": _root_key(root), "files": entries}, indent=None)
     except OutputError as e:  # the index itself is fine; losing it for a cache problem would be worse
         notes.append(f"cache not written: {e}")
         logger.warning("DICOM header cache not written: %s", e)
 
 
 # --------------------------------------------------------------------------------------------------- the indexer
-def _read_entry(path: str, rel: str, tags: tuple[str, ...]) -> dict:
-    return read_header_entry(path, tags, rel)
+def _read_entry(path: str, rel: str, tags: tuple[str, ...], root: str) -> dict:
+    return read_header_entry(path, tags, rel, root)
 
 
 def _read_all(root: Path, rels: list[str], tags: tuple[str, ...], workers: int, progress: bool) -> list[dict]:
     from tqdm.auto import tqdm
 
-    read = partial(_read_entry, tags=tags)
+    read = partial(_read_entry, tags=tags, root=str(root))
     paths = [str(root / rel) for rel in rels]
     with tqdm(total=len(paths), disable=not progress, desc="reading DICOM headers", unit="file") as bar:
         if workers <= 1:
@@ -376,6 +410,11 @@ def _read_all(root: Path, rels: list[str], tags: tuple[str, ...], workers: int, 
                 out.append(entry)
                 bar.update()
             return out
+
+
+def _shown_root(root: Path, identifies: bool) -> str:
+    """The indexed folder as outputs and logs may show it."""
+    return "(withheld: the indexed folder's path names a patient)" if identifies else str(root)
 
 
 def _cache_key(rel: str) -> str:
@@ -445,28 +484,46 @@ def index_dicom_folder(
 
     tags = tuple(header_tags(space))
     result = DicomIndexResult(source="dicom", root=str(root), skipped=skipped)
-    cached = _load_cache(cache_path, tags, result.notes)
+    cached = _load_cache(cache_path, tags, root, result.notes)
     entries: dict[str, dict] = {}
     todo: list[str] = []
-    for rel, size, mtime_ns in candidates:
+    for rel, *stamp in candidates:
         hit = cached.get(_cache_key(rel))
-        if hit is not None and hit.get("size") == size and hit.get("mtime_ns") == mtime_ns:
+        # ctime too: an in-place edit restored with `touch -r` / `cp -p` keeps size and mtime, never ctime
+        if hit is not None and [hit.get("size"), hit.get("mtime_ns"), hit.get("ctime_ns")] == stamp:
             entries[rel] = hit
         else:
             todo.append(rel)
     n_workers = min((os.cpu_count() or 1) if workers is None else workers, len(todo))
     fresh = _read_all(root, todo, tags, n_workers, progress)
-    stat = {rel: (size, mtime_ns) for rel, size, mtime_ns in candidates}
+    stat = {rel: stamp for rel, *stamp in candidates}
     for rel, entry in zip(todo, fresh):
-        entries[rel] = {"size": stat[rel][0], "mtime_ns": stat[rel][1], **entry}
+        entries[rel] = {"size": stat[rel][0], "mtime_ns": stat[rel][1], "ctime_ns": stat[rel][2], **entry}
     result.files_read, result.files_cached = len(todo), len(candidates) - len(todo)
     result.notes.append(f"DICOM headers: {result.files_read} read, {result.files_cached} from cache")
 
     ambiguous: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    # paths that must not be written as they are: a file's own path naming its patient, every path when the indexed
+    # folder itself does, and the files next to such a file (a bad file has no header to check its path against)
+    root_identifies = any(e.get("root_identifies") for e in entries.values())
+    named = {"/".join(rel.split("/")[:e["named_folder_depth"]]) for rel, e in entries.items()
+             if isinstance(e.get("named_folder_depth"), int)}
+
+    def hidden(rel: str) -> bool:
+        return root_identifies or entries.get(rel, {}).get("path_identifies", False) or any(
+            rel.startswith(f"{folder}/") for folder in named)
+
     identifying = 0
-    for rel, _, _ in candidates:
+    for i, skip in enumerate(result.skipped):  # skipped on sight by the walk (hidden, empty, DICOMDIR ...)
+        rel = os.path.relpath(skip.path, root).replace(os.sep, "/")
+        if hidden(rel):
+            identifying += 1
+            if link_dir is not None:
+                result.skipped[i] = SkippedFile(str(_pseudonymous_link(link_dir, root / rel)), skip.reason,
+                                                skip.detail)
+    for rel, *_ in candidates:
         entry, path = entries[rel], str(root / rel)
-        if entry.get("path_identifies"):
+        if hidden(rel):
             identifying += 1
             if link_dir is not None:
                 path = str(_pseudonymous_link(link_dir, root / rel))
@@ -489,13 +546,20 @@ def index_dicom_folder(
                  "folder local)" if link_dir is not None else
                  "their paths are written as they are: index with a link folder, or rename the folders, before "
                  "sharing the datalist, its report or logs")
-        result.notes.append(f"privacy: {identifying} file path(s) contain an identifying value of their own DICOM "
-                            f"header (patient name or ID, birth date, accession number ...); {where}")
+        if root_identifies:
+            result.notes.append(f"privacy: the indexed folder's own path names a patient (patient name or ID, birth "
+                                f"date ...): it is withheld from the outputs, and all {identifying} file paths: {where}")
+        else:
+            result.notes.append(f"privacy: {identifying} file path(s) contain an identifying value of their own DICOM "
+                                "header (patient name or ID, birth date, accession number ...) or lie in a folder "
+                                f"named by one; {where}")
         if link_dir is None:
             logger.warning("%d DICOM file path(s) under %s contain identifying header values; see the index notes",
-                           identifying, root)
+                           identifying, _shown_root(root, root_identifies))
+    if root_identifies:
+        result.root = _shown_root(root, root_identifies)
     if cache_path is not None:
-        _save_cache(cache_path, tags, {_cache_key(rel): e for rel, e in entries.items()}, result.notes)
-    logger.info("indexed %s: %d images, %d skipped, %d headers read, %d cached", root, len(result.records),
-                len(result.skipped), result.files_read, result.files_cached)
+        _save_cache(cache_path, tags, root, {_cache_key(rel): e for rel, e in entries.items()}, result.notes)
+    logger.info("indexed %s: %d images, %d skipped, %d headers read, %d cached", _shown_root(root, root_identifies),
+                len(result.records), len(result.skipped), result.files_read, result.files_cached)
     return result

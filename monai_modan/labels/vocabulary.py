@@ -194,9 +194,14 @@ def _parse_group(name: str, spec: object, source: str, group: LabelGroup | None 
 def _check_keywords(tags: Sequence[str], where: str) -> None:
     from pydicom.datadict import tag_for_keyword
 
+    from .dicom_labels import IDENTIFYING_TAGS
+
     bad = [t for t in tags if tag_for_keyword(t) is None]
     if bad:
         raise VocabularyError(f"{where}: {bad} are not DICOM keywords (write e.g. 'BodyPartExamined', 'ImageLaterality')")
+    identifying = [t for t in tags if t in IDENTIFYING_TAGS]
+    if identifying:  # their values would reach the datalist, the report and the cache
+        raise VocabularyError(f"{where}: {identifying} identify the patient and cannot be label sources")
 
 
 class LabelSpace:
