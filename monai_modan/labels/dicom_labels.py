@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pydicom
@@ -187,8 +187,13 @@ def identifier_pattern(identifiers: Sequence[str], substring_min: int = _MIN_SUB
     patient ``RAY^ABD`` does not turn ``"ABDOMEN"`` into ``"***OMEN"`` (but ``"X-RAY"`` still loses ``RAY``).
     ``None`` when there is nothing to match.
     """
+    return _compiled_pattern(tuple(dict.fromkeys(str(i) for i in identifiers)), substring_min)
+
+
+@lru_cache(maxsize=512)  # the files of one patient share their identifiers: compile once per patient, not per file
+def _compiled_pattern(identifiers: tuple[str, ...], substring_min: int) -> re.Pattern | None:
     alternatives = []
-    for identifier in sorted(dict.fromkeys(identifiers), key=len, reverse=True):
+    for identifier in sorted(identifiers, key=len, reverse=True):
         tokens = _TOKEN.findall(str(identifier))
         if not tokens:
             continue
