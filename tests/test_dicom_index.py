@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pydicom
@@ -483,6 +484,7 @@ def test_cache_of_another_folder_or_a_touched_file_is_not_trusted(tmp_path, dico
     assert calls == ["ct.dcm"]  # the second run came from the cache
     stamp = (export / "ct.dcm").stat()
     data = (export / "ct.dcm").read_bytes()
+    time.sleep(0.05)  # file times tick coarsely (a few ms): let the edit fall in a later tick
     (export / "ct.dcm").write_bytes(data)  # edited in place, same size ...
     os.utime(export / "ct.dcm", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # ... and the old mtime put back
     index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
