@@ -333,6 +333,21 @@ def test_out_dir_of_other_settings_is_refused(full_run, setup, tmp_path):
                    logistic_c=0.5, repeats=1), Recorder())
 
 
+def test_weights_changed_in_place_are_refused_on_resume(setup, tmp_path):
+    weights = tmp_path / "modan.pt"
+    shutil.copy(setup["inits"]["modan"], weights)
+    cfg = config(setup, tmp_path / "out", inits={"modan": str(weights)}, reference_init="modan",
+                 modes=["linear_probe"], repeats=1)
+    run(cfg, Recorder())
+    run(cfg, Recorder())  # unchanged: resumes (nothing to do)
+    state = torch.load(weights, weights_only=True)
+    first = next(k for k, v in state.items() if torch.is_floating_point(v))
+    state[first] = state[first] + 1.0
+    torch.save(state, weights)  # retrained in place: same path, other weights
+    with pytest.raises(ExperimentError, match=r"weights\.modan: '[0-9a-f]{64}' there"):
+        run(cfg, Recorder())
+
+
 def test_yaml_config_resolves_relative_paths(setup, tmp_path):
     shutil.copy(setup["task"], tmp_path / "task.json")
     (tmp_path / "exp.yaml").write_text(

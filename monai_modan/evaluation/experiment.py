@@ -20,6 +20,7 @@ Outputs in ``out_dir``:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -310,11 +311,21 @@ def _key(row: Mapping[str, Any] | AucRow) -> Key:
 # -- settings of an output folder -----------------------------------------------------------------------------------
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_out_dir(config: ExperimentConfig, settings_path: Path, rows: Sequence[AucRow]) -> None:
     """Refuse to mix rows of different settings in one ``out_dir``; record the settings (tasks/inits merged)."""
     current = config.to_dict()
     record = {"format": FORMAT, **{k: current[k] for k in _RESULT_SETTINGS}, "tasks": dict(current["tasks"]),
-              "inits": dict(current["inits"])}
+              "inits": dict(current["inits"]),
+              # the weights' contents, not only their paths: a checkpoint retrained in place must not mix its rows
+              "weights": {name: _file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
     if settings_path.exists():
         try:
             saved = json.loads(settings_path.read_text(encoding="utf-8"))
@@ -325,7 +336,7 @@ def _check_out_dir(config: ExperimentConfig, settings_path: Path, rows: Sequence
         # a setting missing from the record was added to the package later; its rows cannot exist there
         diffs = [f"{k}: {saved.get(k)!r} there, {record[k]!r} now" for k in _RESULT_SETTINGS
                  if saved.get(k, record[k]) != record[k]]
-        for group in ("tasks", "inits"):
+        for group in ("tasks", "inits", "weights"):
             old = saved.get(group) or {}
             diffs += [f"{group}.{name}: {old[name]!r} there, {value!r} now" for name, value in record[group].items()
                       if name in old and old[name] != value]
