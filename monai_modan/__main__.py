@@ -37,15 +37,16 @@ def _cmd_index(args) -> int:
     check_writable(out)  # before indexing, which can take long
     # files whose path holds one of their own identifying values are listed through links made here
     links = out.with_name(out.stem + ".links")
+    stem = out.with_suffix("") if out.suffix == ".json" else out
+    own_outputs = [out, Path(f"{stem}.report.md"), Path(f"{stem}.report.json")]  # when written into the export
     result, classes = index_path(args.path, space, args.source, workers=args.workers, cache=cache, link_dir=links,
-                                 progress=not args.quiet)
+                                 exclude=own_outputs, progress=not args.quiet)
     if not result.records:
         reasons = ", ".join(sorted({s.reason for s in result.skipped})) or "no files"
         raise UsageError(f"{args.path}: no usable image found ({len(result.skipped)} skipped: {reasons})")
     write_datalist(result, space, out, classes=classes)
     if not args.quiet:
         print(format_report(result, space))
-    stem = out.with_suffix("") if out.suffix == ".json" else out
     print(f"wrote {out} ({len(result.records)} images, {len(result.skipped)} skipped); report: {stem}.report.md")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,14 @@ def test_pack_command(tmp_path, capsys):
     packed = PackedCorpus.open(tmp_path / "packed")
     n_training = len(load_datalist(tmp_path / "dl.json").items("training"))
     assert len(packed) == n_training
+
+
+def test_index_outputs_written_into_the_export_are_not_indexed_next_time(dicom_dir, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(dicom_dir / "pydicom_test_files" / "dicomdirtests" / "98892001", export)
+    out = export / "index.json"
+    reports = []
+    for _ in range(2):
+        assert main(["index", str(export), "--out", str(out), "--quiet", "--workers", "0"]) == 0
+        reports.append(json.loads((export / "index.report.json").read_text()))
+    assert reports[1]["skipped"] == reports[0]["skipped"] and reports[1]["images"] == reports[0]["images"]

@@ -447,6 +447,7 @@ def index_dicom_folder(
     workers: int | None = None,
     cache: str | Path | None = None,
     link_dir: str | Path | None = None,
+    exclude: Sequence[str | Path] = (),
     progress: bool = True,
 ) -> DicomIndexResult:
     """Index every DICOM file under ``root`` (recursively, with or without ``.dcm``) with labels from ``space``.
@@ -458,6 +459,8 @@ def index_dicom_folder(
         cache: optional JSON file of header values (see the module docstring); created or refreshed.
         link_dir: folder for pseudonymous links to files whose path holds one of their identifying values (see the
             module docstring); created only when needed. ``None`` keeps such paths and warns.
+        exclude: further files or folders not to index (the caller's own outputs, e.g. a datalist and its report
+            written into the export); the cache and ``link_dir`` are always excluded.
         progress: show a progress bar (counts only, never names).
 
     Returns:
@@ -479,7 +482,8 @@ def index_dicom_folder(
     cache_path = Path(cache).expanduser().resolve() if cache is not None else None
     link_dir = Path(link_dir).expanduser().resolve() if link_dir is not None else None
 
-    candidates, skipped = _walk(root, exclude={p for p in (cache_path, link_dir) if p is not None})
+    own = {Path(p).expanduser().resolve() for p in exclude} | {p for p in (cache_path, link_dir) if p is not None}
+    candidates, skipped = _walk(root, exclude=own)
     if not candidates and not skipped:
         raise DicomIndexError(f"no files found in {root}")
 

@@ -3,6 +3,7 @@ run the matching indexer. Used by the CLI and by the pretraining bundle's ``--da
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -35,10 +36,11 @@ def detect_source(path: Path) -> SourceType:
 
 
 def index_path(path: str | Path, space: LabelSpace, source: SourceType | str = SourceType.AUTO, *, workers: int | None = None,
-               cache: str | Path | None = None, link_dir: str | Path | None = None, progress: bool = True):
+               cache: str | Path | None = None, link_dir: str | Path | None = None,
+               exclude: Sequence[str | Path] = (), progress: bool = True):
     """Index one folder/file; returns ``(IndexResult, classes)`` (``classes`` is empty unless the source has them).
 
-    ``cache`` and ``link_dir`` apply to DICOM exports (see :func:`~monai_modan.data.dicom_index.index_dicom_folder`).
+    ``cache``, ``link_dir`` and ``exclude`` apply to DICOM exports (see :func:`~monai_modan.data.dicom_index.index_dicom_folder`).
     """
     path = Path(path)
     if not path.exists():
@@ -57,4 +59,5 @@ def index_path(path: str | Path, space: LabelSpace, source: SourceType | str = S
         return index_medmnist(path, space), []
     from .dicom_index import index_dicom_folder
 
-    return index_dicom_folder(path, space, workers=workers, cache=cache, link_dir=link_dir, progress=progress), []
+    return index_dicom_folder(path, space, workers=workers, cache=cache, link_dir=link_dir, exclude=exclude,
+                              progress=progress), []
