@@ -161,6 +161,24 @@ def test_open_or_pack_reuses_a_current_pack_and_repacks_otherwise(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["class_index.npy", "images.u8", "index.json", "labels.npy"]
 
 
+def test_a_decoder_that_kills_its_process_costs_one_file(tmp_path, monkeypatch):
+    """A codec segfault or the OOM killer ends a worker process: that file is skipped as "the decoder crashed", the
+    other files of its chunk and of the chunks in flight are still packed."""
+    import os
+
+    from monai_modan.data import packed
+
+    datalist, items, _ = make_datalist(tmp_path, n_good=19)  # 21 items: two chunks of 16
+    data = json.loads(datalist.read_text())
+    crash = str(tmp_path / "images" / "img5.png")
+    real = packed._decode
+    monkeypatch.setattr(packed, "_decode", lambda path, size: os._exit(9) if path == crash else real(path, size))
+    pack = pack_datalist(datalist, tmp_path / "pack", SIZE, workers=2)  # forked workers inherit the patch
+    reasons = {s["image"]: s["reason"] for s in pack.skipped}
+    assert "decoder crashed" in reasons[crash] and len(pack) == 19 - 1
+    assert pack.paths == [it["image"] for it in data["training"] if it["image"] not in reasons]
+
+
 def test_images_left_out_are_reported_when_packed_and_when_reused(tmp_path, caplog):
     datalist, _, _ = make_datalist(tmp_path)
     with caplog.at_level("WARNING", logger="monai_modan.data.packed"):

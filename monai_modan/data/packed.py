@@ -28,8 +28,10 @@ import hashlib
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,23 +99,62 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _decode_chunk(paths: Sequence[str], image_size: int) -> list[tuple[bytes | None, str]]:
+    return [_decode(path, image_size) for path in paths]
+
+
+def _decode_alone(path: str, image_size: int) -> tuple[bytes | None, str]:
+    """One image in a process of its own: a decoder that kills its process (a codec's segfault, the OOM killer)
+    costs this file only."""
+    with ProcessPoolExecutor(max_workers=1, initializer=_init_worker) as solo:
+        try:
+            return solo.submit(_decode_chunk, [path], image_size).result()[0]
+        except BrokenProcessPool:
+            return None, f"{path}: the decoder crashed (its process died while reading this file)"
+
+
+def _decoded_chunks(chunks: Sequence[Sequence[str]], image_size: int, workers: int) -> Iterator[list]:
+    """Each chunk's decoded images, in order, from ``workers`` processes with a bounded number of chunks in flight.
+    When a worker dies, the chunk being collected is decoded file by file in processes of their own, a new pool
+    takes over, and the chunks that were in flight are submitted again."""
+    def start() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+
+    pool, in_flight, following = start(), deque(), 0
+    try:
+        while following < len(chunks) or in_flight:
+            while following < len(chunks) and len(in_flight) < 4 * workers:
+                in_flight.append((following, pool.submit(_decode_chunk, chunks[following], image_size)))
+                following += 1
+            index, future = in_flight.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                results = [_decode_alone(path, image_size) for path in chunks[index]]
+                pool = start()
+                in_flight = deque((i, pool.submit(_decode_chunk, chunks[i], image_size)) for i, _ in in_flight)
+            yield results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _decode_all(paths: Sequence[str], image_size: int, workers: int,
                 progress: bool) -> Iterator[tuple[bytes | None, str]]:
-    """Decoded images in input order (``pool.map`` keeps it), ``workers <= 1`` in this process."""
+    """Decoded images in input order, ``workers <= 1`` in this process (see :func:`_decoded_chunks`)."""
     from tqdm.auto import tqdm
 
-    decode = functools.partial(_decode, image_size=image_size)
     with tqdm(total=len(paths), disable=not progress, desc="packing images", unit="img") as bar:
         if workers <= 1:
-            results = map(decode, paths)
-            for out in results:
+            for path in paths:
+                out = _decode(path, image_size)
                 bar.update()
                 yield out
             return
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            for out in pool.map(decode, paths, chunksize=_CHUNK):
-                bar.update()
-                yield out
+        chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+        for results in _decoded_chunks(chunks, image_size, workers):
+            bar.update(len(results))
+            yield from results
 
 
 # -------------------------------------------------------------------------------------------------------- packing
