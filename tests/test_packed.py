@@ -168,7 +168,7 @@ def test_a_decoder_that_kills_its_process_costs_one_file(tmp_path, monkeypatch):
 
     from monai_modan.data import packed
 
-    datalist, items, _ = make_datalist(tmp_path, n_good=19)  # 21 items: two chunks of 16
+    datalist, _, _ = make_datalist(tmp_path, n_good=19)  # 21 items: two chunks of 16
     data = json.loads(datalist.read_text())
     crash = str(tmp_path / "images" / "img5.png")
     real = packed._decode
