@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -503,3 +504,14 @@ def test_a_meta_header_without_preamble_is_read(tmp_path, space):
     (tmp_path / "x" / "im.dcm").write_bytes(path.read_bytes()[132:])  # no preamble, no "DICM": starts at (0002,0000)
     result = index_dicom_folder(tmp_path / "x", space, workers=0, progress=False)
     assert len(result.records) == 1 and result.records[0].labels["modality"] == "CT"
+
+
+def test_link_names_are_keyed_hashes_stable_per_link_folder(tmp_path):
+    target = tmp_path / "77654033" / "im1.dcm"
+    first = dicom_index._pseudonymous_link(tmp_path / "links", target)
+    assert dicom_index._pseudonymous_link(tmp_path / "links", target) == first  # stable: the key is kept
+    assert os.readlink(first) == str(target)
+    other = dicom_index._pseudonymous_link(tmp_path / "links2", target)
+    assert other.name != first.name  # another folder, another key: a name cannot be recomputed from a guessed path
+    assert hashlib.sha256(str(target).encode()).hexdigest()[:24] not in first.name
+    assert (tmp_path / "links" / ".key").stat().st_mode & 0o777 == 0o600

@@ -49,7 +49,7 @@ Privacy: exports are often laid out by patient (``<PatientID>/<study>/...``, ``D
 identifying values into every datalist, report and log that names a file. Each file's path relative to ``root`` is
 checked against the file's own identifying values (:func:`path_names_identifier`); such files are counted in
 ``notes`` and, with ``link_dir`` (the CLI and the pretraining bundle always pass one), listed through pseudonymous
-symbolic links ``link_dir/<hash>.dcm`` instead (``readlink`` gives the real path; the links are local to the
+symbolic links ``link_dir/<keyed hash>.dcm`` instead (``readlink`` gives the real path; the links are local to the
 machine and should not be shared). Without ``link_dir`` their paths are kept and a warning says so. The header
 cache is keyed by a hash of the relative path, so it holds no path at all. Every other file under a folder named
 by a patient is linked too (also the files skipped before or while reading, which have no header to check), and
@@ -60,10 +60,12 @@ Not covered: a folder named after an identifier that no readable file in it carr
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
 import re
+import secrets
 import struct
 import warnings
 from collections import Counter, defaultdict
@@ -423,14 +425,43 @@ def _cache_key(rel: str) -> str:
     return hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+_LINK_KEY = ".key"
+
+
+def _link_key(link_dir: Path) -> bytes:
+    """The link folder's secret (32 random bytes in ``link_dir/.key``, made once, owner-only): link names are keyed
+    hashes of the target paths, so holding a datalist and a list of candidate paths (``/pacs/<guessed ID>/...``) is
+    not enough to confirm which patient a link stands for."""
+    path = link_dir / _LINK_KEY
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    link_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # another process may be making it too
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
 def _pseudonymous_link(link_dir: Path, target: Path) -> Path:
-    """``link_dir/<hash of target>.dcm`` -> ``target`` (created or replaced atomically; reused when it points there)."""
-    link = link_dir / f"{hashlib.sha256(str(target).encode('utf-8', 'surrogateescape')).hexdigest()[:24]}.dcm"
+    """``link_dir/<keyed hash of target>.dcm`` -> ``target`` (created or replaced atomically; reused when it points
+    there)."""
+    try:
+        key = _link_key(link_dir)
+    except OSError as e:
+        raise DicomIndexError(f"cannot write the link folder {link_dir} ({e.strerror or e}): a file path holds an "
+                              "identifying value of its header and may not be written as it is") from None
+    digest = hmac.new(key, str(target).encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:24]
+    link = link_dir / f"{digest}.dcm"
     if link.is_symlink() and os.readlink(link) == str(target):
         return link
     tmp = link_dir / f".{link.name}.{os.getpid()}.tmp"
     try:
-        link_dir.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
         os.replace(tmp, link)
