@@ -151,6 +151,12 @@ def test_open_or_pack_reuses_a_current_pack_and_repacks_otherwise(tmp_path):
     assert len(open_or_pack(datalist, out, SIZE, workers=0)) == len(first) == 9
     assert (out / "images.u8").stat().st_mtime_ns == stamp, "a current pack is reused, not rewritten"
     assert open_or_pack(datalist, out, 8, workers=0).image_size == 8, "another size repacks"
+    index = json.loads((out / "index.json").read_text())
+    index["reader"]["version"] = 0  # made by an older reader
+    (out / "index.json").write_text(json.dumps(index))
+    stamp = (out / "images.u8").stat().st_mtime_ns
+    assert open_or_pack(datalist, out, 8, workers=0).index["reader"]["version"] >= 1, "another reader repacks"
+    assert (out / "images.u8").stat().st_mtime_ns != stamp
     data = json.loads(datalist.read_text())
     data["training"] = data["training"][:4]  # 3 good images, 1 corrupt
     datalist.write_text(json.dumps(data))

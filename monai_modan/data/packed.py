@@ -250,8 +250,7 @@ def pack_datalist(
         "has_class_index": class_index is not None,
         "source_datalist": fingerprint,
         "skipped": skipped,
-        "reader": {"class": "monai_modan.data.readers.LoadGrayscaleImage", "spatial_size": image_size,
-                   "frame": "middle", "window": "dicom_or_minmax", "quantisation": "round(255 * x)"},
+        "reader": _reader_description(image_size),
     }
     atomic_write_json(out_dir / INDEX_NAME, index, indent=1)
     if skipped:
@@ -266,17 +265,26 @@ def _warn_skipped(out_dir: Path, skipped: Sequence[dict[str, str]], total: int, 
                    "'skipped' in %s", out_dir, len(skipped), total, what, reasons, Path(out_dir) / INDEX_NAME)
 
 
+def _reader_description(image_size: int) -> dict[str, Any]:
+    """How the pixels were made: a pack made by another reader version is stale even for the same datalist."""
+    from .readers import READER_VERSION
+
+    return {"class": "monai_modan.data.readers.LoadGrayscaleImage", "version": READER_VERSION,
+            "spatial_size": int(image_size), "frame": "middle", "window": "dicom_or_minmax",
+            "quantisation": "round(255 * x)"}
+
+
 def open_or_pack(datalist_path: str | Path, out_dir: str | Path, image_size: int, split: str = "training",
                  workers: int | None = None, *, progress: bool = False) -> PackedCorpus:
-    """The pack in ``out_dir`` when it was made from this very datalist file (same SHA-256), split and
-    ``image_size``; otherwise :func:`pack_datalist` (re)writes it. What a training run calls, so that the decode
+    """The pack in ``out_dir`` when it was made from this very datalist file (same SHA-256), split, ``image_size``
+    and reader version; otherwise :func:`pack_datalist` (re)writes it. What a training run calls, so that the decode
     cost is paid once per corpus and size, not once per run."""
     try:
         pack = PackedCorpus.open(out_dir)
     except PackedCorpusError:
         pack = None  # absent, interrupted or damaged: pack again
     if (pack is not None and pack.is_current(datalist_path) and pack.image_size == int(image_size)
-            and pack.index.get("split") == split):
+            and pack.index.get("split") == split and pack.index.get("reader") == _reader_description(image_size)):
         skipped = pack.index.get("skipped") or []
         if skipped:
             _warn_skipped(pack.root, skipped, len(pack) + len(skipped),

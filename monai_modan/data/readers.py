@@ -60,7 +60,12 @@ __all__ = [
     "load_grayscale",
     "LoadGrayscaleImage",
     "LoadGrayscaleImaged",
+    "READER_VERSION",
 ]
+
+# Bump whenever the pixels the reader returns for the same file change (windowing, frame choice, resizing ...): packed
+# corpora record it and are re-packed when it differs.
+READER_VERSION = 1
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, the Y of DICOM YBR_FULL
 DEFAULT_FIXED_WINDOW = (40.0, 400.0)  # (centre, width) in modality units: the CT soft-tissue window L40/W400 HU
