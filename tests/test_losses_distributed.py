@@ -89,6 +89,16 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             rows = rows_of(rank, (4, 4))
             loss_class()(model(model_inputs()[rows]), LABELS[rows]).backward()
             results[f"ddp_{name}"] = {n: p.grad for n, p in model.module.named_parameters()}
+        # rank 1 alone holds a NaN: both ranks must raise (none may wait in the gather for the other)
+        rows = rows_of(rank, (4, 4))
+        features = global_features(2)[rows].clone()
+        if rank == 1:
+            features[0, 0, 0] = float("nan")
+        try:
+            MulSupConLoss()(features, LABELS[rows])
+            results["bad_rank"] = ""
+        except ValueError as e:
+            results["bad_rank"] = str(e)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -163,3 +173,7 @@ def test_ddp_parameter_gradients_equal_one_process(rank_results, name):
     for results in rank_results:
         for parameter, grad in results[f"ddp_{name}"].items():
             torch.testing.assert_close(grad, dict(model.named_parameters())[parameter].grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_values_on_one_rank_raise_on_every_rank(rank_results):
+    assert all("NaN or Inf values (on this or another rank)" in r["bad_rank"] for r in rank_results)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ckpt_export, run, verify_metadata, verify_net_in_out
+from monai.optimizers import WarmupCosineSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "modan_pretrain"
@@ -237,3 +238,52 @@ def test_fast_overlay_under_ddp_fails_on_every_rank_when_rank_0_cannot_pack(tmp_
     assert proc.returncode != 0
     assert f"rank 0 could not pack {broken}" in output, output[-3000:]  # rank 1's error
     assert "images of split 'training' could be decoded" in output  # rank 0's own, quoted by rank 1
+
+
+def test_resume_keeps_this_runs_schedule_horizon():
+    """A run resumed with more epochs follows its own cosine to its own end, from the checkpoint's step."""
+    from monai_modan.engines.pretrain import _load_schedule_progress
+
+    def schedule(t_total):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+        return WarmupCosineSchedule(opt, warmup_steps=5, t_total=t_total)
+
+    old = schedule(50)
+    for _ in range(25):
+        old.optimizer.step()
+        old.step()
+    resumed, fresh = schedule(100), schedule(100)
+    _load_schedule_progress(resumed, old.state_dict(), "ckpt.pt")
+    for _ in range(25):
+        fresh.optimizer.step()
+        fresh.step()
+    assert resumed.t_total == 100 and resumed.last_epoch == 25
+    lrs = []
+    for _ in range(75):
+        resumed.optimizer.step()
+        resumed.step()
+        fresh.optimizer.step()
+        fresh.step()
+        lrs.append(resumed.get_last_lr()[0])
+        assert lrs[-1] == pytest.approx(fresh.get_last_lr()[0])
+    assert lrs[-1] < 1e-3 and lrs == sorted(lrs, reverse=True)  # down to the end, never back up
+
+
+def test_rotation_of_a_resumed_run_counts_the_checkpoints_already_there(tmp_path):
+    from monai_modan.engines.pretrain import CheckpointRotation
+
+    for epoch in (1, 2, 3, 10):
+        (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"x")
+    rotation = CheckpointRotation(keep_last=2, save_dir=tmp_path)
+    (tmp_path / "checkpoint_epoch=11.pt").write_bytes(b"x")
+    rotation.add(tmp_path / "checkpoint_epoch=11.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=10.pt", "checkpoint_epoch=11.pt"]
+
+
+def test_a_corpus_too_small_for_every_rank_is_refused(corpus, monkeypatch):
+    from monai_modan.engines import pretrain
+
+    n = len(json.loads(Path(corpus).read_text())["training"])
+    monkeypatch.setattr(pretrain, "world_size", lambda: 4)
+    with pytest.raises(ValueError, match=rf"{n // 4} per rank on 4 ranks"):
+        pretrain.load_pretraining_data(corpus, batch_size=n // 4 + 1)

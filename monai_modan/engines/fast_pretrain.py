@@ -52,6 +52,7 @@ from ..transforms.batched import BatchedTwoViewAugment
 from .distributed import is_distributed, world_size
 from .distributed import rank as distributed_rank
 from .pretrain import (
+    CHECKPOINT_PREFIX,
     CheckpointRotation,
     PretrainMethod,
     ViewLoss,
@@ -398,12 +399,12 @@ class FastPretrainer:
         if int(epochs) < self.epoch:
             raise ValueError(f"epochs={epochs} is below the {self.epoch} epochs already completed")
         epochs, interval = int(epochs), max(1, int(checkpoint_interval))
-        rotation = CheckpointRotation(keep_last)
+        rotation = CheckpointRotation(keep_last, checkpoint_dir if self.epoch and checkpoint_dir is not None else None)
         done = []
         while self.epoch < epochs:
             done.append(self.run_epoch().to_dict())
             if checkpoint_dir is not None and self.epoch % interval == 0 and self.epoch < epochs:
-                rotation.add(self.save_checkpoint(Path(checkpoint_dir) / f"checkpoint_epoch={self.epoch}.pt", config))
+                rotation.add(self.save_checkpoint(Path(checkpoint_dir) / f"{CHECKPOINT_PREFIX}{self.epoch}.pt", config))
         if checkpoint_dir is None:
             return done
         save_final_outputs(checkpoint_dir, self.model, self.state_dict(config), config or {},

@@ -9,8 +9,11 @@ configuration fingerprint, and contrastive diagnostics / throughput for the logg
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import random
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +26,10 @@ from torch import nn
 
 from ..networks.export import CheckpointError
 from ..utils.io import atomic_path
+from .distributed import world_size
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoch=N.pt
 
 __all__ = [
     "PretrainMethod", "TwoViewBatch", "ViewLoss", "build_pretraining_model", "build_pretraining_loss",
@@ -99,10 +106,12 @@ def load_pretraining_data(datalist_path: str | Path, batch_size: int, method: Pr
     n = len(data.items("training"))
     if n == 0:
         raise ValueError(f"{datalist_path}: the 'training' split is empty; nothing to pretrain on")
-    if batch_size < 2 or n < batch_size:
+    ranks = max(1, world_size())
+    if batch_size < 2 or n // ranks < batch_size:
+        per_rank = f" ({n // ranks} per rank on {ranks} ranks)" if ranks > 1 else ""
         raise ValueError(
-            f"{datalist_path}: {n} training images with batch_size={batch_size}; a contrastive batch needs at least 2 "
-            "images and the loader drops incomplete batches -- lower batch_size or add images"
+            f"{datalist_path}: {n} training images{per_rank} with batch_size={batch_size}; a contrastive batch needs "
+            "at least 2 images and the loader drops incomplete batches -- lower batch_size or add images"
         )
     if PretrainMethod(method) == PretrainMethod.SUPERVISED and not data.classes:
         raise ValueError(f"{datalist_path}: the supervised baseline needs fine classes ('classes'), which only "
@@ -326,7 +335,7 @@ class PretrainCheckpoint:
         self.resume_from = str(resume_from) if resume_from else None
         self.export_encoder = export_encoder
         self.model_file = Path(model_file) if model_file else None
-        self.rotation = CheckpointRotation(keep_last)
+        self.rotation = CheckpointRotation(keep_last, self.save_dir if self.resume_from else None)
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -343,7 +352,7 @@ class PretrainCheckpoint:
 
     def _epoch_completed(self, engine) -> None:
         if engine.state.epoch % self.interval == 0 and engine.state.epoch < engine.state.max_epochs:
-            path = save_checkpoint(self.save_dir / f"checkpoint_epoch={engine.state.epoch}.pt", self.state_dict(engine))
+            path = save_checkpoint(self.save_dir / f"{CHECKPOINT_PREFIX}{engine.state.epoch}.pt", self.state_dict(engine))
             self.rotation.add(path)
 
     def _completed(self, engine) -> None:
@@ -385,11 +394,19 @@ def save_final_outputs(save_dir: str | Path, model: nn.Module, payload: dict, co
     return final
 
 
+def _checkpoint_epoch(path: Path) -> int | None:
+    match = re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}(\d+)\.pt", path.name)
+    return int(match.group(1)) if match else None
+
+
 class CheckpointRotation:
     """Keeps the last ``keep_last`` periodic checkpoints on disk (0 keeps all); ``None`` paths (other ranks) ignored."""
 
-    def __init__(self, keep_last: int = 2):
+    def __init__(self, keep_last: int = 2, save_dir: str | Path | None = None):
         self.keep_last, self.saved = int(keep_last), []
+        if save_dir is not None:  # a resumed run: the periodic checkpoints already there count as saved, oldest first
+            found = Path(save_dir).glob(f"{CHECKPOINT_PREFIX}*.pt")
+            self.saved = sorted((p for p in found if _checkpoint_epoch(p) is not None), key=_checkpoint_epoch)
 
     def add(self, path: Path | None) -> None:
         if path is None:
@@ -443,11 +460,30 @@ def restore_checkpoint(path: str | Path, config: Mapping[str, Any], model: nn.Mo
     if optimizer is not None and ckpt.get("optimizer"):
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler"):
-        scheduler.load_state_dict(ckpt["scheduler"])
+        _load_schedule_progress(scheduler, ckpt["scheduler"], path)
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     _set_rng_state(ckpt.get("rng", {}))
     return ckpt
+
+
+# settings of a schedule's shape (MONAI's WarmupCosineSchedule, torch's schedulers): the run's own, not the checkpoint's
+_SCHEDULE_SHAPE = ("t_total", "warmup_steps", "cycles", "end_lr", "warmup_multiplier", "T_max", "eta_min",
+                   "total_iters", "step_size", "gamma", "milestones")
+
+
+def _load_schedule_progress(scheduler, state: Mapping[str, Any], path: str | Path) -> None:
+    """Restore where a schedule stands (its step count, last rates) but keep this run's shape: a scheduler's state
+    also holds its horizon (``t_total`` ...), and a run resumed with more epochs would otherwise follow the old one,
+    whose cosine climbs back up after its end."""
+    shape = {k: copy.deepcopy(v) for k, v in vars(scheduler).items() if k in _SCHEDULE_SHAPE}
+    scheduler.load_state_dict(state)
+    changed = sorted(k for k, v in shape.items() if getattr(scheduler, k) != v)
+    for key, value in shape.items():
+        setattr(scheduler, key, value)
+    if changed:
+        logger.info("resumed from %s: the learning-rate schedule keeps this run's %s (the checkpoint's differ)",
+                    path, ", ".join(f"{k}={shape[k]!r}" for k in changed))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -492,8 +528,8 @@ def _set_rng_state(state: Mapping) -> None:
     if not state:
         return
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("cuda") and torch.cuda.is_available():  # a checkpoint from a machine with more GPUs: those there are
+        torch.cuda.set_rng_state_all(list(state["cuda"])[:torch.cuda.device_count()])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     version, internal, gauss = state["python"]

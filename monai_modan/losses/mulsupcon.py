@@ -56,13 +56,19 @@ def check_multi_hot(labels: torch.Tensor, batch: int) -> None:
 
 
 def _check_values(features: torch.Tensor, labels: torch.Tensor | None) -> None:
-    """Raise on non-finite features or labels outside {0, 1}; one host sync for both checks."""
+    """Raise on non-finite features or labels outside {0, 1}; one host sync for both checks. Under DDP the flags of
+    every rank are combined first, so all ranks raise together (a rank raising alone would leave the others waiting
+    in the feature gather until the process-group timeout)."""
     flags = [~torch.isfinite(features).all()]
     if labels is not None:
         flags.append(((labels != 0) & (labels != 1)).any())
-    bad = torch.stack(flags).tolist()
+    flags = torch.stack(flags).to(torch.int32)
+    if is_distributed():
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    bad = flags.tolist()
     if bad[0]:
-        raise ValueError("features contain NaN or Inf values; the contrastive loss needs finite embeddings")
+        raise ValueError("features contain NaN or Inf values (on this or another rank); the contrastive loss needs "
+                         "finite embeddings")
     if labels is not None and bad[1]:
         raise ValueError("labels must be multi-hot: every entry 0 or 1 (bool, integer or float)")
 
@@ -179,8 +185,10 @@ class MulSupConLoss(_Loss):
     gradients) and labels are gathered from all ranks and *every rank computes the loss over all global anchors*, so
     the value is identical on every rank and equals one process on the global batch. The gather's backward sums the
     gradients of all ranks, so each rank's local gradient is ``world_size ×`` the single-process gradient of its rows,
-    and DDP's averaging of parameter gradients gives exactly the single-process parameter gradient. Ranks may hold
-    different batch sizes.
+    and DDP's averaging of parameter gradients gives exactly the single-process parameter gradient *of the loss given
+    the embeddings*. The network itself is not the single-process one: its BatchNorm layers normalise each rank's
+    batch with that rank's statistics (the bundle does not convert them to ``SyncBatchNorm``), as in most
+    supervised-contrastive code. Ranks may hold different batch sizes.
     """
 
     def __init__(self, temperature: float = 0.07, threshold: float = 0.3, gather_distributed: bool = True,
