@@ -133,6 +133,7 @@ def test_report_files_rows_and_protocol(full_run):
     assert "lowest validation loss" in protocol["model_selection"]
     assert summary["reference_init"] == "scratch" and summary["inits"] == ["scratch", "modan", "imagenet"]
     assert "ImageNet" in (out / "report.md").read_text()
+    assert "Environment of this report's run: device cpu" in (out / "report.md").read_text()
 
 
 def test_predictions_are_the_test_folds_and_give_the_reported_auc(full_run):

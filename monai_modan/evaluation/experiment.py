@@ -436,7 +436,20 @@ def _split(plan: FoldPlan, fold: int, val_fraction: float, seed: int,
     return train, val, test
 
 
-def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path]) -> EvaluationProtocol:
+def _environment(device: torch.device, workers: int) -> str:
+    """Where the rows were computed (the last run writing the report): floats can differ across these."""
+    import monai
+    import scipy
+    import sklearn
+
+    from .. import __version__
+
+    return (f"Environment of this report's run: device {device}, {torch.get_num_threads()} torch thread(s), "
+            f"{max(1, workers)} fine-tuning process(es); monai-modan {__version__}, torch {torch.__version__}, "
+            f"MONAI {monai.__version__}, scikit-learn {sklearn.__version__}, SciPy {scipy.__version__}.")
+
+
+def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environment: str) -> EvaluationProtocol:
     r = config.recipe
     selection = (f"the weights of the epoch (of {r.epochs}) with the lowest validation loss (mean BCE, eval mode; "
                  "earliest on ties); the test fold is scored once with them" if r.val_fraction > 0
@@ -458,6 +471,7 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path]) -> Evalu
                      "lbfgs to convergence, on the frozen encoder's features standardised with the mean and sd of "
                      "the same training part as the probes (no validation part used); score = class-1 probability. "
                      "Logistic folds have no ROC plot.")
+    notes.append(environment)
     return EvaluationProtocol(
         fold_seed=config.fold_seed,
         fold_plan="; ".join(f"{task}: {path.relative_to(config.out_dir)}" for task, path in plan_paths.items()),
@@ -605,7 +619,8 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
     mode_pos = {m.value: i for i, m in enumerate(_MODE_ORDER)}
     rows.sort(key=lambda r: (task_pos[r.task], mode_pos[r.mode], init_pos[r.init], r.repeat, r.fold))
     written = write_report(rows, out_dir, config.reference_init, roc_data=roc_data or None, embeddings=embeddings,
-                           protocol=_protocol(config, plan_paths), init_order=list(config.inits),
+                           protocol=_protocol(config, plan_paths, _environment(device, config.workers)),
+                           init_order=list(config.inits),
                            task_order=list(config.tasks), title=config.title, seed=config.seed)
     written["predictions.csv"] = predictions.path
     written["experiment.json"] = out_dir / "experiment.json"
