@@ -40,7 +40,8 @@ def index_path(path: str | Path, space: LabelSpace, source: SourceType | str = S
                exclude: Sequence[str | Path] = (), progress: bool = True):
     """Index one folder/file; returns ``(IndexResult, classes)`` (``classes`` is empty unless the source has them).
 
-    ``cache``, ``link_dir`` and ``exclude`` apply to DICOM exports (see :func:`~monai_modan.data.dicom_index.index_dicom_folder`).
+    ``cache``, ``link_dir`` and ``exclude`` apply to DICOM exports (see
+    :func:`~monai_modan.data.dicom_index.index_dicom_folder`).
     """
     path = Path(path)
     if not path.exists():

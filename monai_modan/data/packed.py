@@ -24,7 +24,6 @@ on. Image paths are used as the datalist gives them, exactly as the plain path's
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from ..labels.vocabulary import LabelSpace
-from ..utils.io import atomic_path, atomic_write_json
+from ..utils.io import atomic_path, atomic_write_json, file_sha256
 
 __all__ = ["PackedCorpus", "PackedCorpusError", "pack_datalist", "open_or_pack", "datalist_fingerprint", "FORMAT"]
 
@@ -63,11 +62,7 @@ class PackedCorpusError(ValueError):
 def datalist_fingerprint(path: str | Path) -> dict[str, Any]:
     """``{"path", "sha256", "bytes"}`` of a datalist file: what a pack was made from."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path.resolve()), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+    return {"path": str(path.resolve()), "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
@@ -260,7 +255,7 @@ def pack_datalist(
 
 def _warn_skipped(out_dir: Path, skipped: Sequence[dict[str, str]], total: int, what: str) -> None:
     """Say how many images a pack lacks and why (the full list is in its ``index.json``)."""
-    reasons = "; ".join(f"{s['image']}: {s['reason']}" for s in skipped[:3])
+    reasons = "; ".join(s["reason"] for s in skipped[:3])  # each reason names its file
     logger.warning("pack %s: %d of %d images could not be decoded and %s (e.g. %s); every one is listed under "
                    "'skipped' in %s", out_dir, len(skipped), total, what, reasons, Path(out_dir) / INDEX_NAME)
 

@@ -352,7 +352,8 @@ class PretrainCheckpoint:
 
     def _epoch_completed(self, engine) -> None:
         if engine.state.epoch % self.interval == 0 and engine.state.epoch < engine.state.max_epochs:
-            path = save_checkpoint(self.save_dir / f"{CHECKPOINT_PREFIX}{engine.state.epoch}.pt", self.state_dict(engine))
+            path = save_checkpoint(self.save_dir / f"{CHECKPOINT_PREFIX}{engine.state.epoch}.pt",
+                                   self.state_dict(engine))
             self.rotation.add(path)
 
     def _completed(self, engine) -> None:

@@ -20,7 +20,6 @@ Outputs in ``out_dir``:
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -41,7 +40,7 @@ import torch
 
 from ..engines.finetune import (FinetuneMode, InitSpec, Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
                                 train_fold)
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, file_sha256
 from .embedding import knn_auc, logistic_auc
 from .folds import FoldPlan, FoldPlanError, load_or_make_folds
 from .report import EvaluationProtocol, write_report
@@ -311,21 +310,13 @@ def _key(row: Mapping[str, Any] | AucRow) -> Key:
 # -- settings of an output folder -----------------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_out_dir(config: ExperimentConfig, settings_path: Path, rows: Sequence[AucRow]) -> None:
     """Refuse to mix rows of different settings in one ``out_dir``; record the settings (tasks/inits merged)."""
     current = config.to_dict()
     record = {"format": FORMAT, **{k: current[k] for k in _RESULT_SETTINGS}, "tasks": dict(current["tasks"]),
               "inits": dict(current["inits"]),
               # the weights' contents, not only their paths: a checkpoint retrained in place must not mix its rows
-              "weights": {name: _file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
+              "weights": {name: file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
     if settings_path.exists():
         try:
             saved = json.loads(settings_path.read_text(encoding="utf-8"))
@@ -482,9 +473,9 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environm
 def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool = True) -> dict[str, Path]:
     """Run (or resume) the experiment and write its report; returns file name -> path of every file written.
 
-    Order: task -> init -> mode (fine-tuning, linear probing, logistic, kNN) -> repeat -> fold, then UMAP and the report.
-    Every init's weights are loaded once up front, so a missing or wrong file fails before any training; a task's
-    images are decoded when its first missing row is computed, and released after the task. With
+    Order: task -> init -> mode (fine-tuning, linear probing, logistic, kNN) -> repeat -> fold, then UMAP and the
+    report. Every init's weights are loaded once up front, so a missing or wrong file fails before any training; a
+    task's images are decoded when its first missing row is computed, and released after the task. With
     ``config.workers > 1`` a task's fine-tuning folds are all submitted to a process pool at once and their rows
     written, as they are collected, in the same order as a serial run.
 
@@ -534,21 +525,18 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
         for task, datalist in config.tasks.items():
             items, _ = load_task_datalist(datalist)
             plan_paths[task] = out_dir / "folds" / f"{task}.json"
-            try:
-                plan = load_or_make_folds(plan_paths[task], items, n_folds=config.folds, seed=config.fold_seed)
-            except FoldPlanError as e:
-                raise type(e)(f"task {task} ({datalist}): {e}") from e
             todo = [(init, mode, r, f) for init in config.inits for mode in run_modes
                     for r in range(config.repeats) for f in range(config.folds)]
             todo = [u for u in todo if (u[0], _mode_name(u[1]), task, u[2], u[3]) not in done]
+            try:  # a fold error names the task: the message alone says what, not which task
+                plan = load_or_make_folds(plan_paths[task], items, n_folds=config.folds, seed=config.fold_seed)
+                splits = {(r, f): _split(plan, f, config.recipe.val_fraction, seeds[r], config.label_fraction)
+                          for r in range(config.repeats) for f in range(config.folds)} if todo else {}
+            except FoldPlanError as e:
+                raise type(e)(f"task {task} ({datalist}): {e}") from e
             bar.update(units_per_task - len(todo))
             if not todo:
                 continue
-            try:
-                splits = {(r, f): _split(plan, f, config.recipe.val_fraction, seeds[r], config.label_fraction)
-                          for r in range(config.repeats) for f in range(config.folds)}
-            except FoldPlanError as e:
-                raise type(e)(f"task {task} ({datalist}): {e}") from e
             host_images = TaskImages.load(items, config.recipe.image_size, progress=progress)
             images = host_images.to(device)
             features: dict[str, Any] = {}

@@ -22,7 +22,8 @@ a float copy ``[B * V, C, H, W]`` and ``2 * (2r + 1)`` multiply-adds per source 
 Outputs agree with the per-image path to interpolation accuracy when no view is downsampled (the interpolation is
 the same except in the outermost half pixel of an upsampled crop, which ``grid_sample`` reads from beyond the crop;
 through the contrast jitter, which scales about the image mean, that border difference reaches every pixel at the
-1e-3 level), and closely, not exactly, when downsampling (a Gaussian is not a triangle; borders replicate instead of renormalising).
+1e-3 level), and closely, not exactly, when downsampling (a Gaussian is not a triangle; borders replicate instead
+of renormalising).
 """
 
 from __future__ import annotations

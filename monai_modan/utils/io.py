@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -11,7 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable", "read_yaml_file"]
+__all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable", "file_sha256",
+           "read_yaml_file"]
 
 
 class OutputError(OSError):
@@ -98,6 +100,15 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(obj, indent=indent) + "\n")  # dumps: the C encoder (3x faster for indent=None)
     return Path(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_yaml_file(path: str | Path, what: str, error: type[Exception] = ValueError) -> Any:
