@@ -27,8 +27,10 @@ def test_real_folder_counts_labels_and_references(medmnist_dir, space):
     assert _split_counts(result, "breastmnist") == {"training": 546, "validation": 78, "test": 156}
     assert _split_counts(result, "pneumoniamnist") == {"training": 4708, "validation": 524, "test": 624}
     assert _split_counts(result, "adrenalmnist3d_64") == {"training": 1188, "validation": 98, "test": 298}
+    assert _split_counts(result, "vesselmnist3d") == {"training": 1335, "validation": 191, "test": 382}
     expected = {"breastmnist": ("US", "breast"), "pneumoniamnist": ("XR", "chest"), "retinamnist": ("OP", "eye"),
-                "adrenalmnist3d": ("CT", "abdomen"), "adrenalmnist3d_64": ("CT", "abdomen")}
+                "adrenalmnist3d": ("CT", "abdomen"), "adrenalmnist3d_64": ("CT", "abdomen"),
+                "vesselmnist3d": ("MR", "head"), "vesselmnist3d_64": ("MR", "head")}
     for r in result.records:
         assert (r.labels["modality"], r.labels["anatomy"]) == expected[r.extra["dataset"]]
         assert r.label_sources["modality"].startswith("medmnist:")
