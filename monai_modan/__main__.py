@@ -238,7 +238,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder with <method>/encoder.pt from the modan_pretrain bundle")
     q.add_argument("--imagenet", help="local torchvision resnet18 weights file (never downloaded)")
     q.add_argument("--reference", help="reference init for the Wilcoxon tests (default: the first found)")
-    q.add_argument("--modes", nargs="+", default=["fine_tune", "linear_probe"], choices=["fine_tune", "linear_probe"])
+    q.add_argument("--modes", nargs="+", default=["fine_tuning", "linear_probing"],
+                   help="trained evaluation modes: fine_tuning, linear_probing (the 0.1 spellings fine_tune / "
+                        "linear_probe still work, deprecated)")
     q.add_argument("--repeats", type=int, default=10)
     q.add_argument("--folds", type=int, default=5)
     q.add_argument("--epochs", type=int, help="training epochs per fold (default: the paper's 10)")

@@ -16,8 +16,9 @@ from monai.networks.nets import resnet10
 from sklearn.metrics import roc_auc_score
 
 from monai_modan.data.synthetic import generate_downstream_task
-from monai_modan.engines.finetune import FinetuneMode, InitSpec, TaskImages, embed, repeat_seed
-from monai_modan.evaluation import FoldPlan, FoldPlanError, read_results_csv
+from monai_modan.evaluation.finetune import TaskImages, embed, repeat_seed
+from monai_modan.networks.weights import InitSpec
+from monai_modan.evaluation import EvalMode, FoldPlan, FoldPlanError, read_results_csv
 from monai_modan.evaluation import embedding as embedding_module
 from monai_modan.evaluation import experiment
 from monai_modan.evaluation.experiment import (ExperimentConfig, ExperimentError, experiment_from_yaml,
@@ -76,14 +77,14 @@ class Recorder:
     """Wraps ``train_fold`` in the runner: records (init, mode, seed, split) of every call; can interrupt."""
 
     def __init__(self, stop_after: int | None = None):
-        self.calls: list[tuple[str, FinetuneMode, int, tuple[np.ndarray, ...]]] = []
+        self.calls: list[tuple[str, EvalMode, int, tuple[np.ndarray, ...]]] = []
         self.stop_after = stop_after
         self.real = experiment.train_fold
 
     def __call__(self, images, labels, split, init, mode, *args, **kwargs):
         if self.stop_after is not None and len(self.calls) >= self.stop_after:
             raise KeyboardInterrupt("simulated interruption")
-        self.calls.append((init.name, FinetuneMode(mode), args[1], tuple(np.asarray(p).copy() for p in split)))
+        self.calls.append((init.name, EvalMode(mode), args[1], tuple(np.asarray(p).copy() for p in split)))
         return self.real(images, labels, split, init, mode, *args, **kwargs)
 
 
@@ -102,7 +103,7 @@ def run(cfg: ExperimentConfig, recorder: Recorder, umap_sink: dict | None = None
 @pytest.fixture(scope="module")
 def full_run(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "out"
-    cfg = config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True, logistic_c=0.5,
+    cfg = config(setup, out, modes=["fine_tuning", "linear_probing"], knn=True, knn_k=5, logistic=True, logistic_c=0.5,
                  umap_datalist=str(setup["umap"]))
     recorder, umap = Recorder(), {}
     written = run(cfg, recorder, umap)
@@ -204,8 +205,8 @@ def test_resume_trains_only_missing_rows_and_reproduces_them(full_run, setup, tm
     recorder = Recorder()
     run(cfg, recorder, {})
     assert sorted((name, mode.value, seed) for name, mode, seed, _ in recorder.calls) == sorted([
-        ("modan", "fine_tune", repeat_seed(0, 1)), ("scratch", "fine_tune", repeat_seed(0, 0)),
-        ("imagenet", "linear_probe", repeat_seed(0, 1))])
+        ("modan", "fine_tuning", repeat_seed(0, 1)), ("scratch", "fine_tuning", repeat_seed(0, 0)),
+        ("imagenet", "linear_probing", repeat_seed(0, 1))])
     assert rows_of(out / "results.csv") == rows_of(full_run["out"] / "results.csv")  # deterministic, complete
     with open(out / "predictions.csv", newline="") as f:
         keys = [(p["init"], p["mode"], p["repeat"], p["fold"], p["index"]) for p in csv.DictReader(f)]
@@ -217,7 +218,7 @@ def test_resume_trains_only_missing_rows_and_reproduces_them(full_run, setup, tm
 
 def test_interrupted_run_keeps_its_rows_and_resumes(full_run, setup, tmp_path):
     cfg = config(setup, tmp_path / "out", inits={k: setup["inits"][k] for k in ("modan", "imagenet")},
-                 reference_init="modan", modes=["linear_probe"])
+                 reference_init="modan", modes=["linear_probing"])
     with pytest.raises(KeyboardInterrupt):
         run(cfg, Recorder(stop_after=4))
     assert len(read_results_csv(tmp_path / "out" / "results.csv")) == 4
@@ -234,10 +235,10 @@ def test_pooled_fine_tuning_gives_the_serial_rows_in_the_serial_order(full_run, 
     """workers=2: the fine-tuning folds run in a process pool, the probes here; rows, their order and the test
     scores are those of the serial run (full_run, same seeds and folds), and a serial restart resumes the folder."""
     inits = {k: setup["inits"][k] for k in ("scratch", "modan")}
-    cfg = config(setup, tmp_path / "out", inits=inits, modes=["fine_tune", "linear_probe"], workers=2)
+    cfg = config(setup, tmp_path / "out", inits=inits, modes=["fine_tuning", "linear_probing"], workers=2)
     recorder = Recorder()
     run(cfg, recorder)
-    assert recorder.calls and {mode for _, mode, _, _ in recorder.calls} == {FinetuneMode.LINEAR_PROBE}
+    assert recorder.calls and {mode for _, mode, _, _ in recorder.calls} == {EvalMode.LINEAR_PROBING}
     pooled = read_results_csv(tmp_path / "out" / "results.csv")
     serial = [r for r in read_results_csv(full_run["out"] / "results.csv")
               if r.init in inits and r.mode not in ("knn", "logistic")]
@@ -260,7 +261,7 @@ def test_pooled_fine_tuning_gives_the_serial_rows_in_the_serial_order(full_run, 
 
 def test_label_fraction_subsamples_whole_groups_of_the_training_part(full_run, setup, tmp_path):
     cfg = config(setup, tmp_path / "out", inits={"imagenet": setup["inits"]["imagenet"]}, repeats=1,
-                 modes=["linear_probe"], label_fraction=0.5, reference_init=None)
+                 modes=["linear_probing"], label_fraction=0.5, reference_init=None)
     recorder = Recorder()
     run(cfg, recorder)
     full = {(seed, test.tobytes()): (train, val) for _, _, seed, (train, val, test) in full_run["calls"]}
@@ -279,7 +280,7 @@ def test_config_errors_name_the_problem(setup, tmp_path):
         config(setup, tmp_path, epoch=3)
     with pytest.raises(ExperimentError, match="recipe.learning_rate"):
         config(setup, tmp_path, recipe={"learning_rate": 1e-3})
-    with pytest.raises(ExperimentError, match="unknown mode 'probe'"):
+    with pytest.raises(ExperimentError, match="unknown evaluation mode 'probe'"):
         config(setup, tmp_path, modes=["probe"])
     with pytest.raises(ExperimentError, match="nothing to evaluate"):
         config(setup, tmp_path, modes=[])
@@ -325,12 +326,12 @@ def test_out_dir_of_other_settings_is_refused(full_run, setup, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(full_run["out"], out)
     with pytest.raises(ExperimentError, match="recipe"):
-        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True,
+        run(config(setup, out, modes=["fine_tuning", "linear_probing"], knn=True, knn_k=5, logistic=True,
                    logistic_c=0.5, recipe={"epochs": 3, "image_size": SIZE}), Recorder())
     with pytest.raises(ExperimentError, match="logistic_c: 0.5 there, 1.0 now"):
-        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True), Recorder())
+        run(config(setup, out, modes=["fine_tuning", "linear_probing"], knn=True, knn_k=5, logistic=True), Recorder())
     with pytest.raises(ExperimentError, match="rows outside this configuration"):
-        run(config(setup, out, modes=["fine_tune", "linear_probe"], knn=True, knn_k=5, logistic=True,
+        run(config(setup, out, modes=["fine_tuning", "linear_probing"], knn=True, knn_k=5, logistic=True,
                    logistic_c=0.5, repeats=1), Recorder())
 
 
@@ -338,7 +339,7 @@ def test_weights_changed_in_place_are_refused_on_resume(setup, tmp_path):
     weights = tmp_path / "modan.pt"
     shutil.copy(setup["inits"]["modan"], weights)
     cfg = config(setup, tmp_path / "out", inits={"modan": str(weights)}, reference_init="modan",
-                 modes=["linear_probe"], repeats=1)
+                 modes=["linear_probing"], repeats=1)
     run(cfg, Recorder())
     run(cfg, Recorder())  # unchanged: resumes (nothing to do)
     state = torch.load(weights, weights_only=True)
@@ -360,7 +361,7 @@ def test_yaml_config_resolves_relative_paths(setup, tmp_path):
     cfg = experiment_from_yaml(tmp_path / "exp.yaml")
     assert cfg.tasks == {"knee": str(tmp_path / "task.json")} and cfg.out_dir == str(tmp_path / "results")
     assert cfg.init_specs["imagenet"].path == tmp_path / "../w/resnet18.pth"
-    assert cfg.modes == ("linear_probe",) and cfg.recipe.epochs == 1 and cfg.reference_init == "scratch"
+    assert cfg.modes == ("linear_probing",) and cfg.recipe.epochs == 1 and cfg.reference_init == "scratch"
     assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
     (tmp_path / "bad.yaml").write_text("tasks: {knee: task.json}\ninits: {a: null}\nout_dir: r\nrepeat: 3\n")
     with pytest.raises(ExperimentError, match=r"bad\.yaml.*'repeat'"):

@@ -12,12 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from monai_modan.data.downstream import load_task_datalist
 from monai_modan.data.synthetic import generate_downstream_task
-from monai_modan.engines.finetune import (
-    IMAGENET_GREY_MEAN,
-    IMAGENET_GREY_STD,
-    FinetuneMode,
-    InitKind,
-    InitSpec,
+from monai_modan.evaluation.finetune import (
     Recipe,
     TaskImages,
     embed,
@@ -26,6 +21,7 @@ from monai_modan.engines.finetune import (
     train_fold,
 )
 from monai_modan.evaluation import EvalMode, make_folds
+from monai_modan.networks.weights import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, InitKind, InitSpec
 from monai_modan.networks import (
     CheckpointError,
     ContrastiveModel,
@@ -168,12 +164,16 @@ def test_recipe_is_table_3_and_rejects_unknown_keys():
         Recipe(val_fraction=1.0)
 
 
-def test_finetune_mode_names():
-    assert FinetuneMode.parse("fine_tuning") == FinetuneMode.FINE_TUNE
-    assert FinetuneMode.parse("linear-probe") == FinetuneMode.LINEAR_PROBE
-    assert FinetuneMode.LINEAR_PROBE.eval_mode == EvalMode.LINEAR_PROBING
+def test_one_mode_enum_with_deprecated_spellings():
+    assert EvalMode.parse("fine_tuning") == EvalMode.FINE_TUNING
+    assert EvalMode.parse("Linear-Probing") == EvalMode.LINEAR_PROBING
+    with pytest.warns(FutureWarning, match="deprecated.*'linear_probing'"):
+        assert EvalMode.parse("linear_probe") == EvalMode.LINEAR_PROBING
+    with pytest.warns(FutureWarning, match="'fine_tuning'"):
+        assert EvalMode.parse("fine_tune") == EvalMode.FINE_TUNING
+    assert EvalMode.FINE_TUNING.trains_network and not EvalMode.KNN.trains_network
     with pytest.raises(ValueError, match="known"):
-        FinetuneMode.parse("knn")
+        EvalMode.parse("fine")
 
 
 def _bn_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -189,9 +189,9 @@ def test_fine_tuning_is_deterministic_and_trains_every_layer(task):
     _, images, split = task
     images = _half_size(images)
     spec = InitSpec.parse("scratch", None)
-    a = train_fold(images, None, split, spec, "fine_tune", FAST, seed=11)
-    b = train_fold(images.images, images.labels, split, spec, FinetuneMode.FINE_TUNE, FAST, seed=11)
-    c = train_fold(images, None, split, spec, "fine_tune", FAST, seed=12)
+    a = train_fold(images, None, split, spec, "fine_tuning", FAST, seed=11)
+    b = train_fold(images.images, images.labels, split, spec, EvalMode.FINE_TUNING, FAST, seed=11)
+    c = train_fold(images, None, split, spec, "fine_tuning", FAST, seed=12)
     assert 0.0 <= a.auc <= 1.0 and a.auc == b.auc
     assert np.array_equal(a.y_score, b.y_score) and not np.array_equal(a.y_score, c.y_score)
     assert np.array_equal(a.y_true, images.labels[split[2]]) and a.y_score.shape == split[2].shape
@@ -207,8 +207,8 @@ def test_linear_probe_on_cached_features_equals_the_frozen_encoder_path(task, we
     spec = InitSpec.parse("modan", str(weights["encoder"]))
     recipe = Recipe(epochs=4, image_size=SIZE, batch_size=8, lr=1e-2)  # several steps per epoch, visible updates
     cache: dict[str, torch.Tensor] = {}
-    fast = train_fold(images, None, split, spec, "linear_probe", recipe, seed=3, feature_cache=cache)
-    slow = train_fold(images, None, split, spec, "linear_probe", recipe, seed=3, precompute_features=False)
+    fast = train_fold(images, None, split, spec, "linear_probing", recipe, seed=3, feature_cache=cache)
+    slow = train_fold(images, None, split, spec, "linear_probing", recipe, seed=3, precompute_features=False)
     assert list(cache) == [feature_cache_key(spec, 3)] == ["modan"] and cache["modan"].shape == (40, 512)
     torch.testing.assert_close(fast.model.head.weight, slow.model.head.weight, rtol=0, atol=1e-5)
     logits = {name: torch.logit(torch.as_tensor(r.y_score)) for name, r in (("fast", fast), ("slow", slow))}
@@ -223,7 +223,7 @@ def test_linear_probe_on_cached_features_equals_the_frozen_encoder_path(task, we
         assert not result.model.encoder.training and not any(p.requires_grad for p in result.model.encoder.parameters())
     # the cache is what the head trains on: other features, other scores
     cache["modan"] = cache["modan"].flip(0)
-    other = train_fold(images, None, split, spec, "linear_probe", recipe, seed=3, feature_cache=cache)
+    other = train_fold(images, None, split, spec, "linear_probing", recipe, seed=3, feature_cache=cache)
     assert not np.allclose(other.y_score, fast.y_score)
 
 
@@ -236,7 +236,7 @@ def test_model_selection_keeps_the_best_validation_epoch(task, weights):
     _, images, split = task
     spec = InitSpec.parse("modan", str(weights["encoder"]))
     recipe = Recipe(epochs=6, image_size=SIZE, batch_size=8, lr=3e-2, step_size=10)
-    result = train_fold(images, None, split, spec, "linear_probe", recipe, seed=1)
+    result = train_fold(images, None, split, spec, "linear_probing", recipe, seed=1)
     curve = np.asarray(result.val_loss_curve)
     assert result.best_epoch == int(np.argmin(curve)) + 1
     with torch.no_grad():  # the returned model's validation loss is the minimum of the curve
@@ -244,7 +244,7 @@ def test_model_selection_keeps_the_best_validation_epoch(task, weights):
         loss = F.binary_cross_entropy_with_logits(result.model(images.images[val]),
                                                   torch.as_tensor(images.labels[val], dtype=torch.float32))
     assert float(loss) == pytest.approx(curve.min(), abs=1e-5)
-    no_val = train_fold(images, None, (np.concatenate(split[:2]), [], split[2]), spec, "linear_probe", recipe, seed=1)
+    no_val = train_fold(images, None, (np.concatenate(split[:2]), [], split[2]), spec, "linear_probing", recipe, seed=1)
     assert no_val.val_loss_curve == [] and no_val.best_epoch == recipe.epochs
 
 
@@ -252,12 +252,12 @@ def test_flip_augments_fine_tuning_only(task, weights):
     _, images, split = task
     images = _half_size(images)
     spec = InitSpec.parse("modan", str(weights["encoder"]))
-    plain = train_fold(images, None, split, spec, "fine_tune", FAST, seed=2)
+    plain = train_fold(images, None, split, spec, "fine_tuning", FAST, seed=2)
     flipped = Recipe(epochs=2, image_size=SIZE, flip=True)
-    a = train_fold(images, None, split, spec, "fine_tune", flipped, seed=2)
-    b = train_fold(images, None, split, spec, "fine_tune", flipped, seed=2)
+    a = train_fold(images, None, split, spec, "fine_tuning", flipped, seed=2)
+    b = train_fold(images, None, split, spec, "fine_tuning", flipped, seed=2)
     assert np.array_equal(a.y_score, b.y_score) and not np.array_equal(a.y_score, plain.y_score)
-    probe = [train_fold(images, None, split, spec, "linear_probe", r, seed=2).y_score for r in (FAST, flipped)]
+    probe = [train_fold(images, None, split, spec, "linear_probing", r, seed=2).y_score for r in (FAST, flipped)]
     assert np.array_equal(*probe)
 
 
@@ -265,20 +265,20 @@ def test_train_fold_refuses_bad_splits(task):
     _, images, (train, val, test) = task
     spec = InitSpec.parse("scratch", None)
     with pytest.raises(ValueError, match="overlap"):
-        train_fold(images, None, (train, val, np.append(test, train[0])), spec, "fine_tune", FAST)
+        train_fold(images, None, (train, val, np.append(test, train[0])), spec, "fine_tuning", FAST)
     one_class = train[images.labels[train] == 0]
     with pytest.raises(ValueError, match="training part .* both classes"):
-        train_fold(images, None, (one_class, val, test), spec, "fine_tune", FAST)
+        train_fold(images, None, (one_class, val, test), spec, "fine_tuning", FAST)
     with pytest.raises(ValueError, match="out of range"):
-        train_fold(images, None, (train, val, [100]), spec, "fine_tune", FAST)
+        train_fold(images, None, (train, val, [100]), spec, "fine_tuning", FAST)
     with pytest.raises(ValueError, match="labels"):
-        train_fold(images.images, images.labels[:10], (train, val, test), spec, "fine_tune", FAST)
+        train_fold(images.images, images.labels[:10], (train, val, test), spec, "fine_tuning", FAST)
 
 
 def test_confident_scores_keep_their_ranking(task, monkeypatch):
     """Logits above ~17 all become 1.0 through a float32 sigmoid; the AUC ranks the logits and the saved scores are
     float64 probabilities, so a confident model is not scored as if it had ties."""
-    from monai_modan.engines import finetune
+    from monai_modan.evaluation import finetune
 
     _, images, split = task
     test = split[2]
@@ -290,7 +290,7 @@ def test_confident_scores_keep_their_ranking(task, monkeypatch):
         return logits.to(out) if len(idx) == len(test) and torch.equal(idx, torch.as_tensor(test)) else out
 
     monkeypatch.setattr(finetune, "_predict", confident)
-    result = train_fold(_half_size(images), None, split, InitSpec.parse("scratch", None), "linear_probe",
+    result = train_fold(_half_size(images), None, split, InitSpec.parse("scratch", None), "linear_probing",
                         Recipe(epochs=1, image_size=SIZE), seed=0)
     expected = roc_auc_score(images.labels[test], logits.numpy())
     assert expected != 0.5 and result.auc == pytest.approx(expected)

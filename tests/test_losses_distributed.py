@@ -1,6 +1,6 @@
 """Two gloo processes on CPU, each holding part of a fixed global batch, against one process on the whole batch.
 
-Design under test (see ``monai_modan.engines.distributed``): every rank computes the loss over *all* global anchors
+Design under test (see ``monai_modan.utils.distributed``): every rank computes the loss over *all* global anchors
 from the gathered features, so its loss equals the single-process loss; the gather's backward sums the gradients of
 all ranks, so the local feature gradient is ``world_size ×`` the single-process gradient of the local rows, and
 DDP's averaging (``÷ world_size``) restores exactly the single-process gradient -- checked on leaf features and on
@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from monai_modan.engines import distributed
+from monai_modan.utils import device, distributed
 from monai_modan.losses import MulSupConLoss, NTXentLoss
 
 WORLD = 2
@@ -70,7 +70,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             "initialised": initialised,
             "world_size": distributed.world_size(),
             "rank": distributed.rank(),
-            "device": str(distributed.local_device()),
+            "device": str(device.local_device()),
         }
         for name, (loss_class, kwargs, views, split) in SCENARIOS.items():
             rows = rows_of(rank, split)

@@ -47,15 +47,15 @@ def _rows(path: Path) -> list[dict]:
 
 def test_breast_us_train_fine_tunes_the_pretrained_encoder(tmp_path, pretrain_runs):
     _run("breast_us", tmp_path, pretrain_runs=str(pretrain_runs))
-    rows = _rows(tmp_path / "fine_tune" / "results.csv")
+    rows = _rows(tmp_path / "fine_tuning" / "results.csv")
     assert len(rows) == 3 and {r["init"] for r in rows} == {"mulsupcon"} and {r["mode"] for r in rows} == {"fine_tuning"}
     assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
-    assert (tmp_path / "fine_tune" / "report.md").is_file()
+    assert (tmp_path / "fine_tuning" / "report.md").is_file()
 
 
 def test_thyroid_us_linear_probe_overlay_and_scratch_fallback(tmp_path):
     _run("thyroid_us", tmp_path, "linear_probe.json", pretrain_runs=str(tmp_path / "none"))
-    rows = _rows(tmp_path / "linear_probe" / "results.csv")
+    rows = _rows(tmp_path / "linear_probing" / "results.csv")
     assert {r["init"] for r in rows} == {"scratch"} and {r["mode"] for r in rows} == {"linear_probing"}
     assert all(math.isfinite(float(r["auc"])) for r in rows)
 

@@ -11,7 +11,7 @@ empty output folder. ``ratio = serial seconds / pooled seconds``; targets >= 1.5
 
 **Linear probing**: the ``repeats x folds`` linear-probe runs of one pretrained encoder (a seeded random ResNet-18
 saved as a checkpoint, so the init is loaded like any pretrained one) through
-:func:`~monai_modan.engines.finetune.train_fold`, each run on its own with the frozen encoder applied to every batch
+:func:`~monai_modan.evaluation.finetune.train_fold`, each run on its own with the frozen encoder applied to every batch
 (``precompute_features=False``: baseline) against all runs sharing one feature pass over the task's images
 (``feature_cache``, as :func:`~monai_modan.evaluation.experiment.run_experiment` does: candidate). With the encoder
 frozen and no augmentation, every run computes exactly these features, so the runs are the same optimisation.
@@ -80,7 +80,7 @@ def run(
         task = generate_downstream_task("knee_acl", root / "task", n_images=images, image_size=image_size,
                                         seed=seed, images_per_case=2)
         configs = {w: ExperimentConfig(tasks={"task": str(task)}, inits={"scratch": None},
-                                       out_dir=str(root / f"out_workers{w}"), modes=("fine_tune",),
+                                       out_dir=str(root / f"out_workers{w}"), modes=("fine_tuning",),
                                        repeats=repeats_cv, folds=folds, seed=seed, device=str(device), workers=w,
                                        recipe={"epochs": epochs, "image_size": image_size, "batch_size": batch_size})
                    for w in (1, workers)}
@@ -129,7 +129,8 @@ def _linear_probe_comparison(task: Path, root: Path, *, image_size: int, repeats
     """Every linear-probe run of the protocol, each encoding its own batches vs all sharing one feature pass."""
     import json
 
-    from ..engines.finetune import InitSpec, Recipe, TaskImages, repeat_seed, train_fold
+    from ..evaluation.finetune import Recipe, TaskImages, repeat_seed, train_fold
+    from ..networks.weights import InitSpec
     from ..evaluation.folds import make_folds
     from ..networks import build_encoder, export_encoder
 
@@ -146,7 +147,7 @@ def _linear_probe_comparison(task: Path, root: Path, *, image_size: int, repeats
 
     def protocol(shared: bool) -> None:
         cache: dict[str, torch.Tensor] = {}
-        aucs[shared] = [train_fold(images, None, split, init, "linear_probe", recipe, seed=s, device=device,
+        aucs[shared] = [train_fold(images, None, split, init, "linear_probing", recipe, seed=s, device=device,
                                    feature_cache=cache if shared else None, precompute_features=shared).auc
                         for s, split in runs]
 

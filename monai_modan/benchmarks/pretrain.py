@@ -41,7 +41,7 @@ def prepare_corpus(workdir: str | Path, image_size: int, min_images: int, seed: 
     datalist, and the pack of its training split. Returns ``(datalist_path, PackedCorpus, pack_seconds)``."""
     import time
 
-    from ..__main__ import index_path
+    from ..data.index import index_path
     from ..data.datalist import write_datalist
     from ..data.packed import pack_datalist
     from ..data.synthetic import RADIMAGENET_CLASSES, generate_pretraining_corpus

@@ -39,7 +39,7 @@ Cache: ``cache=path`` keeps a JSON file (written atomically, for one indexed fol
 and is ignored for another) that maps each file's relative path (hashed), size, ``mtime_ns`` and ``ctime_ns`` (an
 in-place edit with the old mtime put back still changes the ctime) to the header values the labelling rule needs
 (never the labels, so a changed vocabulary re-labels without re-reading) and the image geometry. Text values are
-redacted before they are cached (:func:`~monai_modan.labels.dicom_labels.redact_identifiers`), so the cache holds no
+redacted before they are cached (:func:`~monai_modan.labels.privacy.redact_identifiers`), so the cache holds no
 identifying value. Re-indexing a grown export reads only new or changed files; :attr:`DicomIndexResult.files_read`
 and :attr:`DicomIndexResult.files_cached` (also in ``notes``) say how many. A cache written for a label space that
 used fewer tags is refreshed for the image files.
@@ -81,16 +81,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
-from ..labels.dicom_labels import (
-    IDENTIFYING_TAGS,
-    extract_header_values,
-    header_tags,
-    identifier_pattern,
-    identifier_strings,
-    label_values,
-    non_image_kind,
-    non_image_reason,
-)
+from ..labels.dicom_labels import extract_header_values, header_tags, label_values, non_image_kind, non_image_reason
+from ..labels.privacy import IDENTIFYING_TAGS, identifier_pattern, identifier_strings
 from ..labels.vocabulary import LabelSpace
 from ..utils.io import OutputError, atomic_write_json
 from .records import ImageRecord, IndexResult, SkippedFile
@@ -209,8 +201,8 @@ def _truncation(fp: BinaryIO, ds: pydicom.Dataset, size: int) -> str | None:
 
 def path_names_identifier(rel: str, identifiers: Sequence[str]) -> bool:
     """Whether the path ``rel`` contains one of ``identifiers`` (a file's own identifying values,
-    :func:`~monai_modan.labels.dicom_labels.identifier_strings`), case-insensitively, as
-    :func:`~monai_modan.labels.dicom_labels.identifier_pattern` matches text: token by token with any separators
+    :func:`~monai_modan.labels.privacy.identifier_strings`), case-insensitively, as
+    :func:`~monai_modan.labels.privacy.identifier_pattern` matches text: token by token with any separators
     (``DOE_JOHN/``, ``JohnDoe/``, ``Doe, John/`` for ``DOE^JOHN``; ``77654033/``), and -- for values with digits or
     non-Latin letters of >= 6 letters/digits (IDs, accession numbers, dates) -- also inside a longer name
     (``P77654033_CT``). Values under 3 letters/digits are ignored here (a study ID ``4`` is no reason to hide

@@ -49,8 +49,9 @@ from torch import nn
 from ..losses.mulsupcon import MulSupConLoss
 from ..losses.ntxent import NTXentLoss
 from ..transforms.batched import BatchedTwoViewAugment
-from .distributed import is_distributed, world_size
-from .distributed import rank as distributed_rank
+from ..utils.device import same_device
+from ..utils.distributed import is_distributed, world_size
+from ..utils.distributed import rank as distributed_rank
 from .pretrain import (
     CHECKPOINT_PREFIX,
     CheckpointRotation,
@@ -133,10 +134,6 @@ class EpochStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 @dataclass
@@ -249,7 +246,7 @@ class FastPretrainer:
             raise ValueError(f"batch_size must be in [2, N={n}] (a contrastive batch needs 2 images), got {batch_size}")
         param = next(model.parameters(), None)
         for name, tensor in (("labels", labels), ("model", param), ("class_index", class_index)):
-            if tensor is not None and not _same_device(tensor.device, self.device):
+            if tensor is not None and not same_device(tensor.device, self.device):
                 raise ValueError(f"{name} is on {tensor.device} but images are on {self.device}: put them together")
         if not isinstance(augment, BatchedTwoViewAugment):
             raise TypeError(f"augment must be a BatchedTwoViewAugment, got {type(augment).__name__}")

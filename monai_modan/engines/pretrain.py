@@ -26,7 +26,7 @@ from torch import nn
 
 from ..networks.export import CheckpointError
 from ..utils.io import atomic_path
-from .distributed import world_size
+from ..utils.distributed import rank, world_size
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoch=N.pt
@@ -34,7 +34,7 @@ CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoc
 __all__ = [
     "PretrainMethod", "TwoViewBatch", "ViewLoss", "build_pretraining_model", "build_pretraining_loss",
     "EpochSeeding", "FiniteLossGuard", "ProgressBar", "load_pretraining_data", "PretrainCheckpoint", "PretrainDiagnostics", "CheckpointError",
-    "prepare_pretraining_datalist", "pretraining_transforms", "pick_device", "save_final_outputs",
+    "prepare_pretraining_datalist", "pretraining_transforms", "save_final_outputs",
 ]
 
 
@@ -45,13 +45,6 @@ class PretrainMethod(StrEnum):
     MULSUPCON = "mulsupcon"
     SIMCLR = "simclr"
     SUPERVISED = "supervised"
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``cuda`` when available unless told otherwise."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # data ---------------------------------------------------------------------------------------------------------
@@ -68,7 +61,7 @@ def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path
         return str(datalist)
     out = output_dir / "datalist.json" if dataset_dir else output_dir / "synthetic" / "datalist.json"
     # under DDP one rank builds the index/corpus and the others wait, so they never write the same files at once
-    if _rank() == 0:
+    if rank() == 0:
         _build_pretraining_datalist(out, dataset_dir, images_per_class, image_size, seed, progress)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -231,7 +224,7 @@ class EpochSeeding:
 
     def __call__(self, engine) -> None:
         # ranks get distinct streams: the k-th image of every rank must not share its augmentation parameters
-        s = self.seed + int(engine.state.epoch) + 1_000_003 * _rank()
+        s = self.seed + int(engine.state.epoch) + 1_000_003 * rank()
         random.seed(s)
         np.random.seed(s % 2**32)
         torch.manual_seed(s)
@@ -436,7 +429,7 @@ def checkpoint_payload(model: nn.Module, optimizer, scheduler, epoch: int, itera
 
 def save_checkpoint(path: Path, payload: dict) -> Path | None:
     """Write ``payload`` atomically; under DDP only rank 0 writes (every rank holds the same weights)."""
-    if _rank() != 0:
+    if rank() != 0:
         return None
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -504,10 +497,6 @@ def load_checkpoint(path: str | Path) -> dict:
 def _unwrap(model: nn.Module) -> nn.Module:
     """The plain network inside DistributedDataParallel / DataParallel (checkpoints never carry 'module.')."""
     return getattr(model, "module", model)
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
 
 
 def _rng_state() -> dict:

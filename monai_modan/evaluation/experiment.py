@@ -2,7 +2,7 @@
 
 For every task the fixed fold plan (``out_dir/folds/<task>.json``, made once, reused by every initialisation, mode
 and repeat and by every later run) gives the test folds; repeat ``r`` draws its validation part inside each
-training part (grouped, stratified) and its training seed from :func:`~monai_modan.engines.finetune.repeat_seed`,
+training part (grouped, stratified) and its training seed from :func:`~monai_modan.evaluation.finetune.repeat_seed`,
 the same for every initialisation, so the AUCs are paired by (repeat, fold). The task's images are decoded once.
 
 Outputs in ``out_dir``:
@@ -38,8 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engines.finetune import (FinetuneMode, InitSpec, Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
+from ..networks.weights import InitSpec
+from .finetune import (Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
                                 train_fold)
+from ..utils.device import pick_device
 from ..utils.io import atomic_write_json, atomic_write_text, file_sha256
 from .embedding import knn_auc, logistic_auc
 from .folds import FoldPlan, FoldPlanError, load_or_make_folds
@@ -74,14 +76,14 @@ class ExperimentConfig:
         tasks: task name -> task datalist JSON (:func:`~monai_modan.data.downstream.load_task_datalist`). Names
             are used in file names: letters, digits, ``_.-``.
         inits: init name -> ``None``/``"scratch"``, ``"imagenet:<local torchvision resnet18 file>"`` or a
-            monai-modan checkpoint / encoder path (:meth:`~monai_modan.engines.finetune.InitSpec.parse`).
+            monai-modan checkpoint / encoder path (:meth:`~monai_modan.networks.weights.InitSpec.parse`).
         out_dir: output folder (created).
         reference_init: the init every other one is tested against (default: the first).
-        modes: ``fine_tune`` and/or ``linear_probe`` (``fine_tuning``/``linear_probing`` accepted).
+        modes: ``fine_tuning`` and/or ``linear_probing`` (:class:`~monai_modan.evaluation.stats.EvalMode`; the 0.1 spellings ``fine_tune``/``linear_probe`` are accepted with a deprecation warning).
         repeats: R repeats of the whole cross-validation (10).
         folds: k test folds (5), fold plan seed ``fold_seed`` (0).
         seed: base of the repeat seeds ``repeat_seed(seed, r)``.
-        recipe: :class:`~monai_modan.engines.finetune.Recipe` (or its fields as a mapping).
+        recipe: :class:`~monai_modan.evaluation.finetune.Recipe` (or its fields as a mapping).
         label_fraction: share of each training part used (after the validation part is held out), drawn
             stratified and grouped per repeat (:meth:`~monai_modan.evaluation.folds.FoldPlan.subsample`).
         knn: also evaluate a k-nearest-neighbour classifier (``knn_k`` neighbours, cosine) on each init's frozen
@@ -108,7 +110,7 @@ class ExperimentConfig:
     inits: dict[str, str | None]
     out_dir: str
     reference_init: str | None = None
-    modes: tuple[str, ...] = (FinetuneMode.FINE_TUNE.value, FinetuneMode.LINEAR_PROBE.value)
+    modes: tuple[str, ...] = (EvalMode.FINE_TUNING.value, EvalMode.LINEAR_PROBING.value)
     repeats: int = 10
     folds: int = 5
     fold_seed: int = 0
@@ -145,9 +147,15 @@ class ExperimentConfig:
                                   f"{list(self.inits)}")
         modes = [self.modes] if isinstance(self.modes, str) else list(self.modes or [])
         try:
-            self.modes = tuple(dict.fromkeys(FinetuneMode.parse(m).value for m in modes))
+            parsed = [EvalMode.parse(m) for m in modes]
         except ValueError as e:
             raise ExperimentError(f"modes: {e}") from None
+        frozen = [m.value for m in parsed if not m.trains_network]
+        if frozen:
+            raise ExperimentError(f"modes: {frozen} are classifiers on frozen features; turn them on with "
+                                  f"{' and '.join(f'{m}: true' for m in frozen)} (modes lists fine_tuning and "
+                                  "linear_probing)")
+        self.modes = tuple(dict.fromkeys(m.value for m in parsed))
         if not self.modes and not self.knn and not self.logistic:
             raise ExperimentError("modes is empty and knn and logistic are off: nothing to evaluate")
         if isinstance(self.recipe, Mapping):
@@ -176,7 +184,7 @@ class ExperimentConfig:
     @property
     def eval_modes(self) -> list[str]:
         """The ``mode`` values of the result rows, in report order."""
-        return [FinetuneMode(m).eval_mode.value for m in self.modes] + [m.value for m in self.frozen_feature_modes]
+        return [*self.modes, *(m.value for m in self.frozen_feature_modes)]
 
     @property
     def frozen_feature_modes(self) -> list[EvalMode]:
@@ -398,7 +406,7 @@ def _fine_tune_job(split: tuple[np.ndarray, np.ndarray, np.ndarray], spec: InitS
                    device: str) -> tuple[float, np.ndarray, np.ndarray]:
     """One fine-tuning fold in a pool worker: ``(auc, y_true, y_score)`` (the model stays behind, it is not
     pickled back)."""
-    result = train_fold(_worker_images, None, split, spec, FinetuneMode.FINE_TUNE, recipe, seed, device)
+    result = train_fold(_worker_images, None, split, spec, EvalMode.FINE_TUNING, recipe, seed, device)
     return result.auc, result.y_true, result.y_score
 
 
@@ -487,8 +495,7 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
     from tqdm.auto import tqdm
 
     from ..data.downstream import load_task_datalist
-    from ..engines.pretrain import pick_device
-
+    
     if not isinstance(config, ExperimentConfig):
         config = ExperimentConfig.from_dict(config)
     out_dir = Path(config.out_dir)
@@ -517,8 +524,8 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
         logger.info("resuming in %s: %d result rows already present", out_dir, len(rows))
 
     seeds = config.repeat_seeds
-    modes = [FinetuneMode(m) for m in config.modes]
-    run_modes: list[FinetuneMode | EvalMode] = [*modes, *config.frozen_feature_modes]
+    modes = [EvalMode(m) for m in config.modes]
+    run_modes: list[EvalMode] = [*modes, *config.frozen_feature_modes]
     plan_paths: dict[str, Path] = {}
     units_per_task = len(config.inits) * len(config.eval_modes) * config.repeats * config.folds
     with tqdm(total=units_per_task * len(config.tasks), desc="experiment", unit="fold", disable=not progress) as bar:
@@ -527,7 +534,7 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
             plan_paths[task] = out_dir / "folds" / f"{task}.json"
             todo = [(init, mode, r, f) for init in config.inits for mode in run_modes
                     for r in range(config.repeats) for f in range(config.folds)]
-            todo = [u for u in todo if (u[0], _mode_name(u[1]), task, u[2], u[3]) not in done]
+            todo = [u for u in todo if (u[0], u[1].value, task, u[2], u[3]) not in done]
             try:  # a fold error names the task: the message alone says what, not which task
                 plan = load_or_make_folds(plan_paths[task], items, n_folds=config.folds, seed=config.fold_seed)
                 splits = {(r, f): _split(plan, f, config.recipe.val_fraction, seeds[r], config.label_fraction)
@@ -542,14 +549,14 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
             features: dict[str, Any] = {}
             pool: ProcessPoolExecutor | None = None
             futures: dict[tuple, Future] = {}
-            parallel = [u for u in todo if u[1] == FinetuneMode.FINE_TUNE]
+            parallel = [u for u in todo if u[1] == EvalMode.FINE_TUNING]
             if config.workers > 1 and len(parallel) > 1:
                 pool = _fine_tune_pool(host_images, min(config.workers, len(parallel)), device)
                 futures = {u: pool.submit(_fine_tune_job, splits[(u[2], u[3])], config.init_specs[u[0]],
                                           config.recipe, seeds[u[2]], str(device)) for u in parallel}
             try:
                 for init, mode, r, f in todo:
-                    spec, mode_name = config.init_specs[init], _mode_name(mode)
+                    spec, mode_name = config.init_specs[init], mode.value
                     bar.set_postfix_str(f"{task} {init} {mode_name} r{r} f{f}", refresh=False)
                     train, val, test = splits[(r, f)]
                     if mode in _FROZEN_FEATURE_MODES:
@@ -591,16 +598,16 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
     for task in config.tasks:
         for mode in modes:
             units = [(init, r, f) for init in config.inits for r in range(config.repeats) for f in range(config.folds)]
-            lacking = [u for u in units if not scores.get((u[0], mode.eval_mode.value, task, u[1], u[2]))]
+            lacking = [u for u in units if not scores.get((u[0], mode.value, task, u[1], u[2]))]
             if lacking:  # predictions.csv was edited or removed: a partial ROC would misrepresent the rows
                 logger.warning("no ROC plot for %s %s: %d folds have no saved predictions in %s", task,
-                               mode.eval_mode.value, len(lacking), predictions.path)
+                               mode.value, len(lacking), predictions.path)
                 continue
             by_init: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
             for init, r, f in units:
-                pairs = scores[(init, mode.eval_mode.value, task, r, f)]
+                pairs = scores[(init, mode.value, task, r, f)]
                 by_init[init].append((np.asarray([t for t, _ in pairs]), np.asarray([v for _, v in pairs])))
-            roc_data[f"{task} {mode.eval_mode.value}"] = dict(by_init)
+            roc_data[f"{task} {mode.value}"] = dict(by_init)
 
     task_pos = {t: i for i, t in enumerate(config.tasks)}
     init_pos = {n: i for i, n in enumerate(config.inits)}
@@ -614,7 +621,3 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
     written["experiment.json"] = out_dir / "experiment.json"
     written.update({f"folds/{task}.json": path for task, path in plan_paths.items()})
     return written
-
-
-def _mode_name(mode: FinetuneMode | EvalMode) -> str:
-    return mode.eval_mode.value if isinstance(mode, FinetuneMode) else EvalMode(mode).value

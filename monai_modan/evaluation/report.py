@@ -39,14 +39,11 @@ _MODE_TITLES = {EvalMode.FINE_TUNING: "Fine-tuning (cf. ModAn paper, Table 4)",
                 EvalMode.LINEAR_PROBING: "Linear probing (cf. ModAn paper, Table 5)",
                 EvalMode.KNN: "k-nearest neighbours on frozen features",
                 EvalMode.LOGISTIC: "Logistic regression on standardised frozen features (not in the ModAn paper)"}
-_MODE_ALIASES = {"fine_tuning": EvalMode.FINE_TUNING, "finetuning": EvalMode.FINE_TUNING,
-                 "finetune": EvalMode.FINE_TUNING, "fine_tune": EvalMode.FINE_TUNING,
-                 "linear_probing": EvalMode.LINEAR_PROBING, "linear_probe": EvalMode.LINEAR_PROBING,
-                 "linear": EvalMode.LINEAR_PROBING, "knn": EvalMode.KNN, "logistic": EvalMode.LOGISTIC}
-
-
 def _known_mode(mode: str) -> EvalMode | None:
-    return _MODE_ALIASES.get(re.sub(r"[\s-]+", "_", mode.strip().lower()))
+    try:
+        return EvalMode.parse(mode)
+    except ValueError:
+        return None
 
 
 def mode_title(mode: str) -> str:

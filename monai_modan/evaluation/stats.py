@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,10 +47,35 @@ ZERO_DIFFERENCE_TOL = 1e-12  # |difference| at or below this counts as zero (flo
 class EvalMode(StrEnum):
     """How a pretrained encoder is evaluated on a task (the ModAn paper's Table 4 and Table 5)."""
 
-    FINE_TUNING = "fine_tuning"
-    LINEAR_PROBING = "linear_probing"
+    FINE_TUNING = "fine_tuning"  # every layer trained
+    LINEAR_PROBING = "linear_probing"  # encoder frozen (BatchNorm in eval mode), only the linear layer trained
     KNN = "knn"
     LOGISTIC = "logistic"  # logistic regression on standardised frozen features (not in the paper)
+
+    @classmethod
+    def parse(cls, value: str | EvalMode) -> EvalMode:
+        """The mode named by ``value``, case, ``-`` and spaces ignored. The spellings of release 0.1
+        (``fine_tune``, ``linear_probe``) are still accepted for one release, with a ``FutureWarning``."""
+        text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+        if text in _OLD_MODE_NAMES:
+            new = _OLD_MODE_NAMES[text]
+            warnings.warn(f"mode {value!r} is deprecated and will be removed in the next release; write {new.value!r}",
+                          FutureWarning, stacklevel=2)
+            return new
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"unknown evaluation mode {value!r}; known: {[m.value for m in cls]}") from None
+
+    @property
+    def trains_network(self) -> bool:
+        """Whether the mode trains encoder + linear layer by SGD (fine-tuning, linear probing) rather than fitting
+        a classifier on frozen features (logistic, kNN)."""
+        return self in (EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING)
+
+
+_OLD_MODE_NAMES = {"fine_tune": EvalMode.FINE_TUNING, "finetune": EvalMode.FINE_TUNING,
+                   "linear_probe": EvalMode.LINEAR_PROBING}
 
 
 RESULT_FIELDS = ("init", "mode", "task", "repeat", "fold", "auc")

@@ -18,5 +18,5 @@ from .dicom_labels import (
     label_header,
     label_values,
     non_image_reason,
-    redact_identifiers,
 )
+from .privacy import IDENTIFYING_TAGS, REDACTED, identifier_pattern, identifier_strings, redact_identifiers

@@ -29,17 +29,18 @@ no longer give a label: the conservative side of the trade.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
 from typing import Any
 
 import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from .privacy import (IDENTIFYING_TAGS, REDACTED, _redactor, _safe_get, _tag, identifier_pattern, identifier_strings,
+                      redact_identifiers)
 from .vocabulary import LabelGroup, LabelSpace
 
 __all__ = [
@@ -57,23 +58,6 @@ __all__ = [
     "non_image_reason",
     "redact_identifiers",
 ]
-
-REDACTED = "***"
-
-# Values that identify a patient (or narrow one down), removed from every text value before it is used or stored.
-IDENTIFYING_TAGS = (
-    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "PatientID", "OtherPatientIDs",
-    "OtherPatientIDsSequence", "IssuerOfPatientID", "PatientBirthDate", "PatientAddress", "PatientTelephoneNumbers",
-    "AccessionNumber", "StudyID", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "ConsultingPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord",
-    "OperatorsName", "RequestingPhysician", "ResponsiblePerson", "OrderEnteredBy",
-)
-_ID_TAGS = {"PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "AccessionNumber"}
-_MIN_SUBSTRING = 3  # identifiers shorter than this ("2", "R7") are removed only as whole words, not inside words
-_TOKEN = re.compile(r"[^\W_]+")  # runs of letters/digits (any script)
-_SEPARATORS = r"[\W_]*"  # what may stand between the tokens of an identifier: "DOE^JOHN" ~ "Doe, John" ~ "DOEJOHN"
-_ALONE_BEFORE, _ALONE_AFTER = r"(?<![^\W_])", r"(?![^\W_])"  # no letter/digit touching it
 
 # Modality (0008,0060) values of objects that are not images to learn from.
 NON_IMAGE_MODALITIES = frozenset({
@@ -133,121 +117,10 @@ class HeaderLabels:
     ambiguous: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------------------------------------- privacy
-def identifier_strings(ds: Dataset) -> list[str]:
-    """The identifying values of ``ds`` (:data:`IDENTIFYING_TAGS`) as text, with the spellings redaction looks for.
-
-    Person names: the whole value; each component of >= 3 characters (>= 2 for non-Latin scripts, where
-    two-character family and given names are common: ``山田``); family and given name together in both orders
-    (``"DOE JOHN"`` and ``"JOHN DOE"``, which :func:`identifier_pattern` also matches as ``"Doe, John"`` or
-    ``"JohnDoe"``), for each of the alphabetic, ideographic and phonetic groups. Birth date: also as ISO, European,
-    US and slashed/dotted/dashed forms. Patient IDs and accession numbers: also without leading zeros.
-    """
-    found: list[str] = []
-    for keyword in IDENTIFYING_TAGS:
-        value = _safe_get(ds, keyword)
-        if value is None:
-            continue
-        if keyword == "OtherPatientIDsSequence":
-            values = [str(item.get("PatientID", "")) for item in value]
-        else:
-            values = value if isinstance(value, (MultiValue, list, tuple)) else [value]
-        for v in values:
-            text = str(v).strip()
-            found.append(text)
-            if _vr(keyword) == "PN":
-                found += _name_forms(text)
-            if keyword == "PatientBirthDate" and re.fullmatch(r"\d{8}", text):
-                y, m, d = text[:4], text[4:6], text[6:]
-                found += [f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{y}.{m}.{d}", f"{d}.{m}.{y}", f"{d}/{m}/{y}",
-                          f"{d}-{m}-{y}", f"{m}/{d}/{y}", f"{m}-{d}-{y}"]
-            if keyword in _ID_TAGS and len(text.lstrip("0")) >= _MIN_SUBSTRING:
-                found.append(text.lstrip("0"))
-    return [s for s in dict.fromkeys(found) if _TOKEN.search(s)]
-
-
-def _name_forms(text: str) -> list[str]:
-    """Spellings of one person name (``Family^Given^Middle^Prefix^Suffix``, groups separated by ``=``)."""
-    forms: list[str] = []
-    for group in text.split("="):
-        parts = [p.strip() for p in group.split("^") if p.strip()]
-        forms += [p for p in parts if len(p) >= _MIN_SUBSTRING or (len(p) >= 2 and not p.isascii())]
-        if len(parts) >= 2:
-            forms += [f"{parts[0]} {parts[1]}", f"{parts[1]} {parts[0]}", " ".join(parts)]
-    return forms
-
-
-def identifier_pattern(identifiers: Sequence[str], substring_min: int = _MIN_SUBSTRING) -> re.Pattern | None:
-    """One case-insensitive pattern matching any of ``identifiers`` (:func:`identifier_strings`) in a text.
-
-    An identifier is matched token by token (runs of letters/digits), with any punctuation, spaces or nothing
-    between its tokens, so ``DOE^JOHN`` also finds ``"Doe, John"``, ``"DOE_JOHN"`` and ``"DoeJohn"``. Values with
-    digits or non-Latin letters (IDs, dates, ``山田``) of at least ``substring_min`` letters/digits are found inside
-    words too (``P0077654_CT``, ``山田太郎``); the others only where no letter or digit touches them, so the
-    patient ``RAY^ABD`` does not turn ``"ABDOMEN"`` into ``"***OMEN"`` (but ``"X-RAY"`` still loses ``RAY``).
-    ``None`` when there is nothing to match.
-    """
-    return _compiled_pattern(tuple(dict.fromkeys(str(i) for i in identifiers)), substring_min)
-
-
-@lru_cache(maxsize=512)  # the files of one patient share their identifiers: compile once per patient, not per file
-def _compiled_pattern(identifiers: tuple[str, ...], substring_min: int) -> re.Pattern | None:
-    alternatives = []
-    for identifier in sorted(identifiers, key=len, reverse=True):
-        tokens = _TOKEN.findall(str(identifier))
-        if not tokens:
-            continue
-        body = _SEPARATORS.join(re.escape(t) for t in tokens)
-        compact = "".join(tokens)
-        inside_words = len(compact) >= substring_min and (any(c.isdigit() for c in compact) or not compact.isascii())
-        alternatives.append(body if inside_words else f"{_ALONE_BEFORE}{body}{_ALONE_AFTER}")
-    return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
-
-
-def _redactor(ds: Dataset, identifiers: Sequence[str] | None = None) -> Callable[[str], str]:
-    """A function removing every identifying value of ``ds`` (or the given ``identifier_strings(ds)``) from a text
-    (case-insensitive, :func:`identifier_pattern`)."""
-    pattern = identifier_pattern(identifier_strings(ds) if identifiers is None else identifiers)
-    if pattern is None:
-        return lambda text: text
-    return lambda text: pattern.sub(REDACTED, text)
-
-
-def redact_identifiers(text: str, ds: Dataset) -> str:
-    """Remove from ``text`` every occurrence of an identifying value of ``ds``, case-insensitively.
-
-    Identifying values are those of :data:`IDENTIFYING_TAGS` in the spellings of :func:`identifier_strings`
-    (patient and other person names, their components and both name orders, patient IDs with and without leading
-    zeros, birth date in common spellings, accession number, study ID, institution, addresses and telephone
-    numbers), matched as :func:`identifier_pattern` describes. Each removal is replaced by ``"***"``.
-    """
-    return _redactor(ds)(str(text))
-
-
 # ---------------------------------------------------------------------------------------------- header extraction
 def header_tags(space: LabelSpace) -> list[str]:
     """DICOM keywords a label space reads (every group's ``dicom_tags`` then ``free_text_tags``, deduplicated)."""
     return list(dict.fromkeys(t for g in space.groups for t in [*g.dicom_tags, *g.free_text_tags]))
-
-
-@cache
-def _tag(keyword: str) -> int | None:
-    return tag_for_keyword(keyword)
-
-
-@cache
-def _vr(keyword: str) -> str:
-    return dictionary_VR(keyword)
-
-
-def _safe_get(ds: Dataset, keyword: str) -> Any:
-    """The value of the DICOM keyword in ``ds``, ``None`` when absent or when pydicom cannot convert it (malformed
-    element). Looked up by tag number: ``ds.get(keyword)`` resolves the keyword again on every call."""
-    tag = _tag(keyword)
-    try:
-        return ds[tag].value if tag is not None and tag in ds else None
-    except Exception:  # noqa: BLE001 - a malformed element must not stop labelling from the other tags
-        return None
 
 
 def _find(ds: Dataset, keyword: str) -> Any:

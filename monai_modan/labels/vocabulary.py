@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..utils.io import read_yaml_file
+from .privacy import IDENTIFYING_TAGS
 
 __all__ = ["LabelGroup", "LabelSpace", "VocabularyError", "normalise_text", "DEFAULT_GROUPS"]
 
@@ -193,8 +194,6 @@ def _parse_group(name: str, spec: object, source: str, group: LabelGroup | None 
 
 def _check_keywords(tags: Sequence[str], where: str) -> None:
     from pydicom.datadict import tag_for_keyword
-
-    from .dicom_labels import IDENTIFYING_TAGS
 
     bad = [t for t in tags if tag_for_keyword(t) is None]
     if bad:

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.modules.loss import _Loss
 
-from monai_modan.engines.distributed import gather_no_grad, gather_with_grad, is_distributed
+from monai_modan.utils.distributed import gather_no_grad, gather_with_grad, is_distributed
 
 __all__ = [
     "MulSupConLoss",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.loss import _Loss
 
-from monai_modan.engines.distributed import gather_with_grad, is_distributed
+from monai_modan.utils.distributed import gather_with_grad, is_distributed
 from monai_modan.losses.mulsupcon import (
     _check_values,
     check_features,

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_modan.utils.device import same_device
 from monai_modan.transforms.two_view import (
     MAX_CROP_ATTEMPTS,
     central_crop_box,
@@ -64,10 +65,6 @@ class TwoViewParameters(NamedTuple):
     brightness: torch.Tensor
     contrast: torch.Tensor
     brightness_first: torch.Tensor
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 class BatchedTwoViewAugment(nn.Module):
@@ -120,7 +117,7 @@ class BatchedTwoViewAugment(nn.Module):
         """Draw the parameters of ``batch`` samples x ``num_views`` views for ``height`` x ``width`` sources, on the
         generator's device (else ``device``, else CPU; without a generator, from torch's default stream)."""
         if generator is not None:
-            if device is not None and not _same_device(generator.device, torch.device(device)):
+            if device is not None and not same_device(generator.device, torch.device(device)):
                 raise ValueError(f"generator is on {generator.device} but device={device} was asked for")
             device = generator.device
         device = torch.device(device if device is not None else "cpu")
@@ -162,7 +159,7 @@ class BatchedTwoViewAugment(nn.Module):
         images = self._check_images(images)
         if isinstance(generator, int):
             generator = torch.Generator(device=images.device).manual_seed(generator)
-        elif generator is not None and not _same_device(generator.device, images.device):
+        elif generator is not None and not same_device(generator.device, images.device):
             raise ValueError(f"generator is on {generator.device}, images on {images.device}: put them together")
         batch, _, height, width = images.shape
         params = self.sample_parameters(batch, height, width, generator, images.device)

@@ -18,23 +18,18 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from monai.utils import evenly_divisible_all_gather
+
+from .device import local_device
 
 __all__ = [
     "init_distributed",
-    "local_device",
     "is_distributed",
     "world_size",
     "rank",
     "gather_with_grad",
     "gather_no_grad",
 ]
-
-
-def local_device() -> torch.device:
-    """``cuda:LOCAL_RANK`` when CUDA is available (``LOCAL_RANK`` as set by torchrun, 0 otherwise), else CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
@@ -131,19 +126,17 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` (``[B_r, ...]`` on rank r) from all ranks into ``[sum_r B_r, ...]``, rank-major,
-    without autograd (for labels and other targets). Boolean tensors are supported.
+    without autograd (for labels and other targets): MONAI's ``evenly_divisible_all_gather``, which pads the ranks'
+    rows to one length and removes the padding again. Boolean tensors are supported.
 
     Identity when torch.distributed is not initialised or has one rank.
     """
     if not is_distributed():
         return tensor
-    lengths = _gather_lengths(tensor)
+    _gather_lengths(tensor)  # a clear error when the trailing shapes differ between ranks
     payload = tensor.detach()
     is_bool = payload.dtype == torch.bool
-    if is_bool:  # not every backend reduces or gathers bool
+    if is_bool:  # not every backend gathers bool
         payload = payload.to(torch.uint8)
-    payload = _pad_rows(payload, max(lengths)).contiguous()
-    parts = [torch.empty_like(payload) for _ in lengths]
-    dist.all_gather(parts, payload)
-    gathered = _unpad(parts, lengths)
+    gathered = evenly_divisible_all_gather(payload.contiguous(), concat=True)
     return gathered.bool() if is_bool else gathered

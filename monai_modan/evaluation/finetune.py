@@ -22,42 +22,27 @@ import copy
 import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import StrEnum
 from torch import nn
 from torch.nn import functional as F
 
-from ..evaluation.stats import EvalMode, fold_auc
-from ..networks import CheckpointError, ResNet18Encoder, StemType, build_encoder, load_encoder
+from ..networks.weights import InitSpec
+from .stats import EvalMode, fold_auc
 
 __all__ = [
-    "InitKind",
-    "InitSpec",
-    "FinetuneMode",
     "Recipe",
     "TaskImages",
     "BinaryClassifier",
     "FoldResult",
-    "IMAGENET_GREY_MEAN",
-    "IMAGENET_GREY_STD",
     "repeat_seed",
     "encode",
     "embed",
     "feature_cache_key",
     "train_fold",
 ]
-
-IMAGENET_PREFIX = "imagenet:"
-# ImageNet's per-channel normalisation (mean 0.485/0.456/0.406, std 0.229/0.224/0.225) averaged over RGB: a grey
-# image g fed to the summed 1-channel stem as (g - 0.449) / 0.226 reproduces what the RGB network saw for the
-# replicated grey image to within the small spread of the three channels' statistics.
-IMAGENET_GREY_MEAN = 0.449
-IMAGENET_GREY_STD = 0.226
-
 
 def repeat_seed(base: int, repeat: int) -> int:
     """The training seed of repeat ``repeat``: ``numpy.random.SeedSequence([base, repeat])``'s first 32-bit word.
@@ -70,154 +55,7 @@ def repeat_seed(base: int, repeat: int) -> int:
     return int(np.random.SeedSequence([int(base), int(repeat)]).generate_state(1)[0])
 
 
-# -- initialisations ------------------------------------------------------------------------------------------------
-
-
-class InitKind(StrEnum):
-    """Where an encoder's initial weights come from (see :class:`InitSpec`)."""
-
-    CHECKPOINT = "checkpoint"
-    IMAGENET = "imagenet"
-    SCRATCH = "scratch"
-
-
-@dataclass(frozen=True)
-class InitSpec:
-    """One initialisation of the downstream encoder.
-
-    Attributes:
-        name: the name results are reported under (``"modan"``, ``"imagenet"``, ``"scratch"`` ...).
-        kind: :class:`InitKind`.
-        path: the weights file (``checkpoint`` and ``imagenet``).
-        stem: ``scratch``: the stem built (default ``conv3x3``, the ModAn paper's variant); ``imagenet``: always
-            ``conv7x7`` -- the pretrained 7x7/2 filters and ``bn1``'s statistics are kept exactly, whereas a 3x3/1
-            stem would need a centre crop of each filter that is no longer the pretrained filter and would make
-            every later layer see features at twice the resolution it was trained on (see
-            :func:`~monai_modan.networks.from_torchvision_state_dict`); ``checkpoint``: ``None`` reads the stem from
-            the weights (a given stem must match them).
-    """
-
-    name: str
-    kind: InitKind
-    path: Path | None = None
-    stem: StemType | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", InitKind(self.kind))
-        if self.path is not None:
-            object.__setattr__(self, "path", Path(self.path))
-        if self.stem is not None:
-            object.__setattr__(self, "stem", StemType(self.stem))
-        if self.kind != InitKind.SCRATCH and self.path is None:
-            raise ValueError(f"init {self.name!r}: a {self.kind} initialisation needs a weights file")
-        if self.kind == InitKind.IMAGENET and self.stem not in (None, StemType.CONV7X7):
-            raise ValueError(f"init {self.name!r}: ImageNet weights are used with the conv7x7 stem only")
-
-    @classmethod
-    def parse(cls, name: str, value: str | Path | None) -> InitSpec:
-        """``None``/``"scratch"`` -> scratch; ``"imagenet:<path>"`` -> a local torchvision ``resnet18`` file; any
-        other value -> the path of a monai-modan pretraining checkpoint or exported encoder.
-
-        Raises:
-            FileNotFoundError: the weights file does not exist (names the init).
-            ValueError: an empty name or ``"imagenet:"`` without a path.
-        """
-        name = str(name)
-        if not name.strip():
-            raise ValueError(f"an init needs a non-empty name, got {name!r}")
-        text = None if value is None else str(value).strip()
-        if text is None or text.lower() == InitKind.SCRATCH:
-            return cls(name, InitKind.SCRATCH, stem=StemType.CONV3X3)
-        if text.lower().startswith(IMAGENET_PREFIX):
-            path_text = text[len(IMAGENET_PREFIX):].strip()
-            if not path_text:
-                raise ValueError(f"init {name!r}: {value!r} names no file; write 'imagenet:/path/resnet18.pth' (a "
-                                 "local torchvision resnet18 weights file: nothing is downloaded)")
-            kind, path = InitKind.IMAGENET, Path(path_text).expanduser()
-        elif not text:
-            raise ValueError(f"init {name!r}: empty value (use 'scratch', 'imagenet:<path>' or a checkpoint path)")
-        else:
-            kind, path = InitKind.CHECKPOINT, Path(text).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"init {name!r}: weights file {path} not found")
-        return cls(name, kind, path, StemType.CONV7X7 if kind == InitKind.IMAGENET else None)
-
-    @property
-    def value(self) -> str:
-        """The inverse of :meth:`parse`: ``"scratch"``, ``"imagenet:<path>"`` or the checkpoint path."""
-        if self.kind == InitKind.SCRATCH:
-            return InitKind.SCRATCH.value
-        return f"{IMAGENET_PREFIX}{self.path}" if self.kind == InitKind.IMAGENET else str(self.path)
-
-    @property
-    def seed_dependent(self) -> bool:
-        """Whether :meth:`build_encoder` depends on its seed (only a scratch init does)."""
-        return self.kind == InitKind.SCRATCH
-
-    @property
-    def input_norm(self) -> tuple[float, float]:
-        """``(mean, std)`` applied to the ``[0, 1]`` grey input: ImageNet's grey statistics for ImageNet weights,
-        identity otherwise (monai-modan pretraining sees ``[0, 1]`` images)."""
-        if self.kind == InitKind.IMAGENET:
-            return IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
-        return 0.0, 1.0
-
-    def describe(self) -> str:
-        """One line for the report."""
-        if self.kind == InitKind.SCRATCH:
-            return f"{self.name}: random (Kaiming) initialisation, seeded per repeat, {self.stem} stem"
-        if self.kind == InitKind.IMAGENET:
-            return (f"{self.name}: ImageNet torchvision resnet18 weights from {self.path.name}, conv7x7 stem kept, RGB "
-                    f"conv1 filters summed to one channel, input standardised with ImageNet's grey mean "
-                    f"{IMAGENET_GREY_MEAN} / std {IMAGENET_GREY_STD}")
-        return f"{self.name}: pretrained encoder {self.path.name} (stem read from the weights), input in [0, 1]"
-
-    def build_encoder(self, seed: int = 0) -> ResNet18Encoder:
-        """A fresh ``ResNet18Encoder`` (training mode) ``[B, 1, H, W]`` -> ``[B, 512]`` holding this init's weights.
-
-        ``seed`` drives the scratch initialisation (the global RNG is left untouched); pretrained weights ignore it.
-
-        Raises:
-            FileNotFoundError: the weights file has gone.
-            CheckpointError: the file is not encoder weights or does not fit the ResNet-18 (message names the init).
-        """
-        if self.kind == InitKind.SCRATCH:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                return build_encoder(self.stem or StemType.CONV3X3)
-        try:
-            return load_encoder(self.path, stem=self.stem)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"init {self.name!r}: weights file {self.path} not found") from None
-        except CheckpointError as e:
-            raise CheckpointError(f"init {self.name!r} ({self.kind}): {e}") from None
-
-
-# -- recipe and modes -----------------------------------------------------------------------------------------------
-
-
-class FinetuneMode(StrEnum):
-    """``fine_tune``: every layer trained; ``linear_probe``: encoder frozen (BatchNorm in eval mode), only the
-    linear layer trained (the ModAn paper's Tables 4 and 5)."""
-
-    FINE_TUNE = "fine_tune"
-    LINEAR_PROBE = "linear_probe"
-
-    @classmethod
-    def parse(cls, value: str | FinetuneMode) -> FinetuneMode:
-        """Also accepts the report's names ``fine_tuning`` / ``linear_probing``."""
-        text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
-        aliases = {"fine_tuning": cls.FINE_TUNE, "finetune": cls.FINE_TUNE, "linear_probing": cls.LINEAR_PROBE}
-        try:
-            return aliases.get(text) or cls(text)
-        except ValueError:
-            raise ValueError(f"unknown mode {value!r}; known: {[m.value for m in cls]} (or fine_tuning, "
-                             "linear_probing)") from None
-
-    @property
-    def eval_mode(self) -> EvalMode:
-        """The mode name in ``results.csv`` and the report."""
-        return EvalMode.FINE_TUNING if self == FinetuneMode.FINE_TUNE else EvalMode.LINEAR_PROBING
+# -- recipe ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -383,12 +221,12 @@ class BinaryClassifier(nn.Module):
         return self.head_logits(self.features(x))
 
 
-def _build_model(init: InitSpec, mode: FinetuneMode, seed: int) -> BinaryClassifier:
+def _build_model(init: InitSpec, mode: EvalMode, seed: int) -> BinaryClassifier:
     """Encoder then head, both drawn from ``seed`` (the head's init does not depend on the global RNG)."""
     encoder = init.build_encoder(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return BinaryClassifier(encoder, freeze_encoder=mode == FinetuneMode.LINEAR_PROBE, input_norm=init.input_norm)
+        return BinaryClassifier(encoder, freeze_encoder=mode == EvalMode.LINEAR_PROBING, input_norm=init.input_norm)
 
 
 @torch.no_grad()
@@ -481,14 +319,14 @@ def _as_indices(part: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarr
 
 def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.ndarray | None,
                split: tuple[Sequence[int], Sequence[int], Sequence[int]], init: InitSpec,
-               mode: FinetuneMode | str = FinetuneMode.FINE_TUNE, recipe: Recipe | None = None, seed: int = 0,
+               mode: EvalMode | str = EvalMode.FINE_TUNING, recipe: Recipe | None = None, seed: int = 0,
                device: str | torch.device = "cpu", *,
                feature_cache: MutableMapping[str, torch.Tensor] | None = None,
                precompute_features: bool = True) -> FoldResult:
     """Train ``init``'s encoder + a linear layer on one fold and score its test part.
 
-    - ``fine_tune``: every layer trained (Adam over all parameters), BatchNorm in training mode.
-    - ``linear_probe``: encoder frozen in eval mode, only ``Linear(512, 1)`` trained. With
+    - ``fine_tuning``: every layer trained (Adam over all parameters), BatchNorm in training mode.
+    - ``linear_probing``: encoder frozen in eval mode, only ``Linear(512, 1)`` trained. With
       ``precompute_features`` (default) the encoder runs once over all N images and the head trains on the
       ``[N, 512]`` features: with the encoder frozen and no augmentation, every step would compute exactly these
       features, so this is the same optimisation (same batches, same updates) at a fraction of the cost.
@@ -500,7 +338,7 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
         images: ``[N, 1, S, S]`` in ``[0, 1]`` (a tensor on any device, or :class:`TaskImages`).
         labels: ``[N]`` 0/1 (``None`` with :class:`TaskImages`, which carries them).
         split: ``(train_idx, val_idx, test_idx)`` indices into ``images``, disjoint; ``val_idx`` may be empty.
-        init: the initialisation; ``mode``: :class:`FinetuneMode`; ``recipe``: :class:`Recipe` (default Table 3).
+        init: the initialisation; ``mode``: :class:`~monai_modan.evaluation.stats.EvalMode` (``fine_tuning`` or ``linear_probing``); ``recipe``: :class:`Recipe` (default Table 3).
         seed: scratch init, head init, batch order and flips.
         device: where to train.
 
@@ -512,7 +350,9 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
             non-finite loss.
     """
     recipe = recipe or Recipe()
-    mode = FinetuneMode.parse(mode)
+    mode = EvalMode.parse(mode)
+    if not mode.trains_network:
+        raise ValueError(f"train_fold trains fine_tuning or linear_probing, not {mode.value!r}")
     if isinstance(images, TaskImages):
         labels = images.labels if labels is None else labels
         images = images.images
@@ -539,7 +379,7 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
     device = torch.device(device)
     model = _build_model(init, mode, seed).to(device)
     y = torch.as_tensor(y_all, dtype=torch.float32, device=device)
-    if mode == FinetuneMode.LINEAR_PROBE and precompute_features:
+    if mode == EvalMode.LINEAR_PROBING and precompute_features:
         key = feature_cache_key(init, seed)
         cache = feature_cache if feature_cache is not None else {}
         if key not in cache:
@@ -549,7 +389,7 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
     else:
         inputs, forward = images, model
         params = [p for p in model.parameters() if p.requires_grad]
-    flip = recipe.flip and mode == FinetuneMode.FINE_TUNE
+    flip = recipe.flip and mode == EvalMode.FINE_TUNING
 
     optimizer = _adam(params, recipe.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
