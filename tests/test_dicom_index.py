@@ -91,8 +91,10 @@ def relative(result, path: str) -> str:
     return Path(os.path.realpath(path)).relative_to(result.root).as_posix()
 
 
-def key(rel: str) -> str:
-    return dicom_index._cache_key(rel)
+def key(rel: str, cache: Path, links: Path | None = None) -> str:
+    """The cache key of ``rel``: keyed with the link folder's secret (``links/.key``), without one with the hidden
+    ``.<cache name>.key`` beside the cache."""
+    return dicom_index._cache_key(rel, dicom_index._secret_path(cache, links).read_bytes())
 
 
 def write_dicom(path: Path, sop_class, *, pixels: bool = True, **elements) -> Path:
@@ -188,7 +190,7 @@ def test_no_identifying_value_in_result_or_cache(dicom_dir, space, real_index):
         ids = _identifiers(dicom_dir / rel)
         all_ids |= ids
         own = _strings(next(r.to_item(space) for r in result.records if relative(result, r.image) == rel))
-        own += _strings(cache_data["files"][key(rel)])
+        own += _strings(cache_data["files"][key(rel, cache, cache.parent / "links")])
         leaks = [(i, s) for i in ids for s in own if i.lower() in s.lower()]
         assert leaks == [], rel
     assert len(all_ids) > 30
@@ -201,11 +203,12 @@ def test_header_values_in_the_cache_are_only_the_label_space_tags(real_index, sp
     data = json.loads(cache.read_text(encoding="utf-8"))
     assert data["tags"] == sorted(["Modality", "AnatomicRegionSequence", "BodyPartExamined", "StudyDescription",
                                    "SeriesDescription", "ProtocolName"])
-    assert set(data["files"]) == {key(rel) for rel in [*EXPECTED, "dicom_index.csv"]}
+    links = cache.parent / "links"
+    assert set(data["files"]) == {key(rel, cache, links) for rel in [*EXPECTED, "dicom_index.csv"]}
     for rel, entry in data["files"].items():
         if "values" in entry:
             assert set(entry["values"]) <= set(data["tags"]), rel
-    assert data["files"][key("pydicom_data/RG3_J2KR.dcm")]["values"] == {
+    assert data["files"][key("pydicom_data/RG3_J2KR.dcm", cache, links)]["values"] == {
         "Modality": "CR", "BodyPartExamined": "EXTREMITY", "StudyDescription": "Non-ossifying fibroma of distal tibia"}
 
 
@@ -298,9 +301,9 @@ def counted_reads(monkeypatch):
     calls: list[str] = []
     real = dicom_index.read_header_entry
 
-    def counting(path, tags, rel=None, root=None):
+    def counting(path, tags, rel=None, root=None, **kwargs):
         calls.append(Path(path).relative_to(export_root[0]).as_posix())
-        return real(path, tags, rel, root)
+        return real(path, tags, rel, root, **kwargs)
 
     export_root: list[Path] = []
     monkeypatch.setattr(dicom_index, "read_header_entry", counting)
@@ -365,7 +368,7 @@ def test_cache_reads_only_new_or_changed_files(tmp_path, dicom_dir, space, count
     calls.clear()  # a deleted file leaves the cache
     (export / new[1]).unlink()
     run(LabelSpace.default(extra_groups=["laterality"]))
-    assert calls == [] and new[1] not in json.loads(cache.read_text(encoding="utf-8"))["files"]
+    assert calls == [] and key(new[1], cache) not in json.loads(cache.read_text(encoding="utf-8"))["files"]
 
 
 def one_ct_export(tmp_path, dicom_dir, counted_reads):
@@ -384,7 +387,7 @@ def test_corrupt_cache_is_rebuilt_not_fatal(tmp_path, dicom_dir, space, counted_
     result = index_dicom_folder(export, space, workers=0, cache=cache, progress=False)
     assert len(result.records) == 1 and calls == ["ct.dcm"]
     assert any("ignored and rebuilt" in n for n in result.notes)
-    assert json.loads(cache.read_text(encoding="utf-8"))["files"][key("ct.dcm")]["values"]["Modality"] == "CT"
+    assert json.loads(cache.read_text(encoding="utf-8"))["files"][key("ct.dcm", cache)]["values"]["Modality"] == "CT"
 
 
 def test_cache_inside_the_export_is_not_indexed(tmp_path, dicom_dir, space):
@@ -515,3 +518,160 @@ def test_link_names_are_keyed_hashes_stable_per_link_folder(tmp_path):
     assert other.name != first.name  # another folder, another key: a name cannot be recomputed from a guessed path
     assert hashlib.sha256(str(target).encode()).hexdigest()[:24] not in first.name
     assert (tmp_path / "links" / ".key").stat().st_mode & 0o777 == 0o600
+
+
+# ------------------------------------------------------------------------------------ PHI: an attacker's export
+PATIENT = {"PatientName": "DOE^JOHN", "PatientID": "12345678", "PatientBirthDate": "19740523",
+           "AccessionNumber": "ACC2024555"}
+
+
+def phi_export(root: Path) -> list[pydicom.Dataset]:
+    """An export whose identifiers sit in folder names, in the names of non-DICOM files, in free text and in a code
+    string; returns its DICOM data sets (the source of the spellings to look for)."""
+    study = root / "DOE_JOHN" / "ACC2024555"
+    study.mkdir(parents=True)
+    (root / "12345678").mkdir()
+    (root / "other").mkdir()
+    paths = [
+        write_dicom(study / "ct1.dcm", CTImageStorage, Modality="CT", BodyPartExamined="DOEJOHN",
+                    StudyDescription="DOE JOHN knee 12345678 born 23.05.1974", **PATIENT),
+        write_dicom(study / "ct2.dcm", CTImageStorage, Modality="CT", BodyPartExamined="CHEST",
+                    SeriesDescription="follow-up of John Doe, acc ACC2024555", **PATIENT),
+        write_dicom(root / "12345678" / "mr1.dcm", pydicom.uid.MRImageStorage, Modality="MR", BodyPartExamined="KNEE",
+                    **PATIENT),
+        write_dicom(root / "other" / "ct.dcm", CTImageStorage, Modality="CT", BodyPartExamined="HEAD",
+                    PatientName="ROE^JANE", PatientID="87654321"),
+    ]
+    (study / "notes_19740523.txt").write_text("not DICOM", encoding="utf-8")
+    for name in ("12345678.zip", "DOE_JOHN_report.pdf", "1974-05-23_consent.txt", "ACC2024555.xml",
+                 "Roe, Jane.txt"):
+        (root / name).write_bytes(b"PK\x03\x04 not DICOM")  # top level: no header of their own names them
+    (root / "readme.txt").write_text("an unrelated file", encoding="utf-8")
+    (root / "empty_87654321.dcm").write_bytes(b"")
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+
+
+def spellings(datasets) -> set[str]:
+    """Every spelling of every identifier of ``datasets`` (identifier_strings), also joined by '_', '-' or nothing;
+    searched case-insensitively."""
+    from monai_modan.labels.privacy import identifier_strings
+
+    found = set()
+    for ds in datasets:
+        for s in identifier_strings(ds):
+            tokens = [t for t in "".join(c if c.isalnum() else " " for c in s).split()]
+            found |= {s, "".join(tokens), "_".join(tokens), "-".join(tokens)}
+    return {s for s in found if len(s) >= 3}
+
+
+def leaks(text: str, spelled: set[str]) -> list[str]:
+    """The spellings found in ``text``, case-insensitively (short names as whole words: "does" is no "DOE")."""
+    import re
+
+    out = []
+    for s in spelled:
+        pattern = rf"(?<![a-z]){re.escape(s)}(?![a-z])" if s.isalpha() and len(s) < 6 else re.escape(s)
+        if re.search(pattern, text, re.IGNORECASE):
+            out.append(s)
+    return out
+
+
+def everything_written(out_dir: Path) -> str:
+    """Every name under ``out_dir`` (link names included, links not followed) and every file's text but the secret
+    key (random bytes)."""
+    parts = []
+    for folder, dirs, files in os.walk(out_dir):
+        for name in dirs + files:
+            path = Path(folder) / name
+            parts.append(str(path.relative_to(out_dir)))
+            if name in files and not path.is_symlink() and name != ".key":
+                parts.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def test_no_spelling_of_any_identifier_reaches_any_output(tmp_path, capsys, caplog):
+    """End to end through the CLI (report printed, header cache, link folder), three runs: headers read by worker
+    processes, then from the cache, then from the cache with a new patient-named PDF beside them: no spelling of
+    PatientName, PatientID, birth date or accession number in any file written, any file or link name, the printed
+    output, the log or a warning; files named by a patient are listed through links, unrelated ones keep their
+    names, and the labels survive (the code string CHEST labels, the one holding the name is redacted)."""
+    import logging
+    import warnings
+
+    from monai_modan.__main__ import main
+
+    export, out_dir = tmp_path / "export", tmp_path / "out"
+    out_dir.mkdir()
+    spelled = spellings(phi_export(export))
+    assert {"12345678", "DOE JOHN", "JOHN", "1974-05-23", "23.05.1974", "ACC2024555", "87654321"} <= spelled
+    printed = []
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for run, workers in enumerate(["2", "0", "0"]):
+            if run == 2:
+                (export / "12345678_2.pdf").write_bytes(b"%PDF-1.4")  # new, beside headers known only from the cache
+            assert main(["index", str(export), "--out", str(out_dir / "dl.json"), "--workers", workers]) == 0
+            captured = capsys.readouterr()
+            printed += [captured.out, captured.err]
+            report = json.loads((out_dir / "dl.report.json").read_text(encoding="utf-8"))
+            assert report["images"] == 4 and report["skipped"] == 8 + (run == 2), run
+    assert "DICOM headers: 1 read, 11 from cache" in printed[-2]  # only the new PDF was read
+    written = everything_written(out_dir)
+    for where, text in [("files", written), ("printed", "\n".join(printed)), ("log", caplog.text),
+                        ("warnings", "\n".join(str(w.message) for w in caught))]:
+        assert leaks(text, spelled) == [], where
+
+    data = json.loads((out_dir / "dl.json").read_text(encoding="utf-8"))
+    labels = {Path(os.path.realpath(it["image"])).name: it["anatomy"] for it in data["training"]}
+    assert labels == {"ct1.dcm": "knee", "ct2.dcm": "chest", "mr1.dcm": "knee", "ct.dcm": "head"}
+    assert any(u["tag"] == "BodyPartExamined" and u["value"] == "***" for u in report["unmapped"])
+    links = out_dir / "dl.links"
+    targets = sorted(Path(os.readlink(p)).relative_to(export.resolve()).as_posix() for p in links.iterdir()
+                     if p.is_symlink())
+    assert targets == sorted([
+        "DOE_JOHN/ACC2024555/ct1.dcm", "DOE_JOHN/ACC2024555/ct2.dcm", "DOE_JOHN/ACC2024555/notes_19740523.txt",
+        "12345678/mr1.dcm", "12345678.zip", "12345678_2.pdf", "DOE_JOHN_report.pdf", "1974-05-23_consent.txt",
+        "ACC2024555.xml", "Roe, Jane.txt", "empty_87654321.dcm"])
+    assert "other/ct.dcm" in written  # unrelated files keep their names (readme.txt is not among the links either)
+
+
+def test_cache_keys_are_keyed_with_the_link_folder_secret(tmp_path, space, counted_reads):
+    """A guessed path (``12345678/mr1.dcm``) or folder cannot be confirmed from the cache: its keys and the root's
+    hash are HMACs with the link folder's ``.key``; a cache of the older version (plain SHA-256 keys) or one made
+    with another key is discarded with a note and rebuilt, never trusted or fatal."""
+    calls, export_root = counted_reads
+    export, cache, links = tmp_path / "export", tmp_path / "headers.json", tmp_path / "links"
+    export_root.append(export)
+    (export / "12345678").mkdir(parents=True)
+    write_dicom(export / "12345678" / "mr1.dcm", pydicom.uid.MRImageStorage, Modality="MR", **PATIENT)
+
+    def run():
+        return index_dicom_folder(export, space, workers=0, cache=cache, link_dir=links, progress=False)
+
+    run()
+    data = json.loads(cache.read_text(encoding="utf-8"))
+    plain = lambda text: hashlib.sha256(text.encode()).hexdigest()[:32]  # noqa: E731
+    assert plain("12345678/mr1.dcm") not in data["files"] and data["root"] != plain(str(export.resolve()))
+    assert list(data["files"]) == [key("12345678/mr1.dcm", cache, links)]
+    assert (links / ".key").stat().st_mode & 0o777 == 0o600
+    assert not any("12345678" in s for s in _strings(data))
+
+    old = {**data, "version": 3, "root": plain(str(export.resolve())),
+           "files": {plain("12345678/mr1.dcm"): data["files"][key("12345678/mr1.dcm", cache, links)]}}
+    old.pop("key")
+    cache.write_text(json.dumps(old), encoding="utf-8")
+    calls.clear()
+    result = run()
+    assert calls == ["12345678/mr1.dcm"] and len(result.records) == 1
+    assert any("ignored and rebuilt" in n and "version-4" in n for n in result.notes)
+
+    assert run().files_cached == 1
+    (links / ".key").unlink()  # a new link folder secret: the old keys mean nothing
+    calls.clear()
+    result = run()
+    assert calls == ["12345678/mr1.dcm"] and any("another key" in n for n in result.notes)
+
+    cache2 = tmp_path / "c2.json"  # without a link folder: a hidden owner-only key beside the cache
+    index_dicom_folder(export, space, workers=0, cache=cache2, progress=False)
+    assert (tmp_path / ".c2.json.key").stat().st_mode & 0o777 == 0o600
+    assert list(json.loads(cache2.read_text(encoding="utf-8"))["files"]) == [key("12345678/mr1.dcm", cache2)]

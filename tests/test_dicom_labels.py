@@ -298,9 +298,62 @@ def test_unmapped_free_text_never_carries_the_patient_name(space):
 
 
 def test_redaction_happens_before_labelling(space):
-    """A description word equal to a patient-name component is redacted, so it cannot label (documented trade-off);
-    code strings (BodyPartExamined) are not redacted."""
+    """A description word or code string equal to a patient-name component is redacted, so it cannot label
+    (documented trade-off); another patient's files keep the label."""
     ds = header(PatientName="Head^Peter", StudyDescription="Head CT")
     assert label_header(ds, space).labels["anatomy"] is None
     ds.BodyPartExamined = "HEAD"
+    found = label_header(ds, space)
+    assert found.labels["anatomy"] is None
+    assert ("anatomy", "BodyPartExamined", REDACTED) in found.unmapped
+    ds.PatientName = "Roe^Jane"
     assert label_header(ds, space).labels["anatomy"] == "head"
+
+
+@pytest.mark.parametrize("body_part, expected", [("CHEST", "chest"), ("KNEE", "knee"), ("CSPINE", "spine")])
+def test_code_strings_are_redacted_but_still_label(space, body_part, expected):
+    """A sender can put anything into a code string: BodyPartExamined "DOEJOHN" (the patient DOE^JOHN) reaches
+    neither the unmapped values nor the extracted (cacheable) values; ordinary code strings still label."""
+    ds = header(PatientName="DOE^JOHN", PatientID="12345678", Modality="CT", BodyPartExamined="DOEJOHN")
+    found = label_header(ds, space)
+    assert found.labels == {"modality": "CT", "anatomy": None}
+    assert found.unmapped == [("anatomy", "BodyPartExamined", REDACTED)]
+    assert extract_header_values(ds, header_tags(space))["BodyPartExamined"] == REDACTED
+    ds.BodyPartExamined = "12345678"  # an ID as a code string, and in a coded item
+    ds.AnatomicRegionSequence = [Dataset()]
+    ds.AnatomicRegionSequence[0].CodingSchemeDesignator = "DOE"
+    ds.AnatomicRegionSequence[0].CodeValue = "12345678"
+    ds.AnatomicRegionSequence[0].CodeMeaning = "John Doe"
+    found = label_header(ds, space)
+    dumped = json.dumps([found.unmapped, extract_header_values(ds, header_tags(space))]).lower()
+    assert "12345678" not in dumped and "doe" not in dumped and "john" not in dumped, dumped
+    ds.BodyPartExamined = body_part
+    del ds.AnatomicRegionSequence
+    assert label_header(ds, space).labels == {"modality": "CT", "anatomy": expected}
+
+
+@pytest.mark.parametrize("text, identifiers, expected", [
+    ("12345678.zip", ["12345678"], True),
+    ("DOE_JOHN_report.pdf", ["DOE^JOHN", "DOE", "JOHN", "DOE JOHN", "JOHN DOE"], True),
+    ("JohnDoe notes.txt", ["DOE JOHN", "JOHN DOE"], True),
+    ("scan_P12345678x.txt", ["12345678"], True),  # a long ID inside a name
+    ("1980-01-01.txt", ["1980-01-01"], True),
+    ("johnson.txt", ["JOHN"], False),  # a name only as a whole word
+    ("export123.txt", ["123"], False),  # a short value only as a whole word
+    ("x/12/notes.txt", ["12"], False),  # below 3 letters/digits: not looked for
+    ("readme.txt", ["12345678", "DOE"], False),
+])
+def test_identifier_digests_match_like_the_pattern(text, identifiers, expected):
+    """Keyed digests find identifiers in a text as identifier_pattern does (substring_min 6 as for paths), without the
+    values; another key finds nothing."""
+    from monai_modan.labels.privacy import identifier_digests, identifier_pattern, match_identifier_digests
+
+    key = b"k" * 32
+    digests = identifier_digests(identifiers, key, substring_min=6)
+    assert not any(i.lower() in d for i in identifiers for d in digests if len(i) >= 3)
+    assert match_identifier_digests(digests, key)(text) is expected
+    wanted = [i for i in identifiers if len(i.replace("-", "")) >= 3]
+    pattern = identifier_pattern(wanted, substring_min=6)
+    assert (pattern is not None and pattern.search(text) is not None) is expected
+    if expected:
+        assert match_identifier_digests(digests, b"x" * 32)(text) is False

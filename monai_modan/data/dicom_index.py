@@ -35,14 +35,19 @@ skipped, not decoded (unused identifying values never exist in memory, odd unrel
 pydicom seeks past skipped values, so a file cut inside one is seen (the position ends beyond the file). Files are
 read by ``workers`` processes (default ``os.cpu_count()``; ``0`` or ``1`` reads in this process) in chunks.
 
-Cache: ``cache=path`` keeps a JSON file (written atomically, for one indexed folder: it records the folder's hash
-and is ignored for another) that maps each file's relative path (hashed), size, ``mtime_ns`` and ``ctime_ns`` (an
-in-place edit with the old mtime put back still changes the ctime) to the header values the labelling rule needs
-(never the labels, so a changed vocabulary re-labels without re-reading) and the image geometry. Text values are
-redacted before they are cached (:func:`~monai_modan.labels.privacy.redact_identifiers`), so the cache holds no
-identifying value. Re-indexing a grown export reads only new or changed files; :attr:`DicomIndexResult.files_read`
-and :attr:`DicomIndexResult.files_cached` (also in ``notes``) say how many. A cache written for a label space that
-used fewer tags is refreshed for the image files.
+Cache: ``cache=path`` keeps a JSON file (written atomically, for one indexed folder: it records the folder's keyed
+hash and is ignored for another) that maps each file's relative path (a keyed hash), size, ``mtime_ns`` and
+``ctime_ns`` (an in-place edit with the old mtime put back still changes the ctime) to the header values the
+labelling rule needs (never the labels, so a changed vocabulary re-labels without re-reading) and the image
+geometry. Text values, code strings included, are redacted before they are cached
+(:func:`~monai_modan.labels.privacy.redact_identifiers`), so the cache holds no identifying value; each entry also
+holds keyed digests of its file's identifying values (:func:`~monai_modan.labels.privacy.identifier_digests`, never
+the values), which the paths of files without a header are checked against. The key is the link folder's secret
+``link_dir/.key`` (without ``link_dir`` a hidden ``.<cache name>.key`` beside the cache), so a guessed path or
+patient ID cannot be confirmed from the cache alone; a cache of another version or made with another key is
+ignored and rebuilt with a note. Re-indexing a grown export reads only new or changed files;
+:attr:`DicomIndexResult.files_read` and :attr:`DicomIndexResult.files_cached` (also in ``notes``) say how many.
+A cache written for a label space that used fewer tags is refreshed for the image files.
 
 Privacy: exports are often laid out by patient (``<PatientID>/<study>/...``, ``DOE_JOHN/...``), which would put
 identifying values into every datalist, report and log that names a file. Each file's path relative to ``root`` is
@@ -50,10 +55,14 @@ checked against the file's own identifying values (:func:`path_names_identifier`
 ``notes`` and, with ``link_dir`` (the CLI and the pretraining bundle always pass one), listed through pseudonymous
 symbolic links ``link_dir/<keyed hash>.dcm`` instead (``readlink`` gives the real path; the links are local to the
 machine and should not be shared). Without ``link_dir`` their paths are kept and a warning says so. The header
-cache is keyed by a hash of the relative path, so it holds no path at all. Every other file under a folder named
-by a patient is linked too (also the files skipped before or while reading, which have no header to check), and
-when the indexed folder's own path names a patient every path is linked and the root is withheld from the result.
-Not covered: a folder named after an identifier that no readable file in it carries (e.g. another ID scheme).
+cache is keyed by a keyed hash of the relative path, so it holds no path at all. Every other file under a folder
+named by a patient is linked too (also the files skipped before or while reading, which have no header to check),
+and when the indexed folder's own path names a patient every path is linked and the root is withheld from the
+result. A skipped file (not DICOM, unreadable, empty ...) is also linked when its path holds an identifier of ANY
+header of the export (``12345678.zip``, ``DOE_JOHN_report.pdf`` beside the patient's folders), checked at the end
+against the digests of every entry, cached ones included. Not covered: a folder named after an identifier that no
+readable file of the export carries (e.g. another ID scheme); an image file whose path names another patient than
+its own header (images are checked against their own identifiers only).
 """
 
 from __future__ import annotations
@@ -82,7 +91,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
 from ..labels.dicom_labels import extract_header_values, header_tags, label_values, non_image_kind, non_image_reason
-from ..labels.privacy import IDENTIFYING_TAGS, identifier_pattern, identifier_strings
+from ..labels.privacy import (IDENTIFYING_TAGS, identifier_digests, identifier_pattern, identifier_strings,
+                              keyed_digest, match_identifier_digests)
 from ..labels.vocabulary import LabelSpace
 from ..utils.io import OutputError, atomic_write_json
 from .records import ImageRecord, IndexResult, SkippedFile
@@ -93,8 +103,11 @@ __all__ = ["DicomIndexError", "DicomIndexResult", "index_dicom_folder", "read_he
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "monai-modan/dicom-header-cache"
-CACHE_VERSION = 3  # 2: keys are hashes of the relative paths, entries flag identifying paths; 3: wider redaction,
-# the indexed root's hash, ctime in the freshness check, entries flag a root that names the patient
+CACHE_VERSION = 4  # 2: keys are hashes of the relative paths, entries flag identifying paths; 3: wider redaction,
+# the indexed root's hash, ctime in the freshness check, entries flag a root that names the patient; 4: keys and the
+# root's hash keyed with the link folder's secret, code strings redacted, entries hold keyed identifier digests
+_PATH_SUBSTRING_MIN = 6  # path checks: values with digits of >= 6 letters/digits are found inside a longer name
+_PATH_MIN_LENGTH = 3  # path checks: values under 3 letters/digits are not looked for
 _GEOMETRY_TAGS = ("Modality", "SOPClassUID", "Rows", "Columns", "NumberOfFrames", "PhotometricInterpretation",
                   "SharedFunctionalGroupsSequence")
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}  # Pixel Data, Float, Double Float
@@ -207,8 +220,8 @@ def path_names_identifier(rel: str, identifiers: Sequence[str]) -> bool:
     non-Latin letters of >= 6 letters/digits (IDs, accession numbers, dates) -- also inside a longer name
     (``P77654033_CT``). Values under 3 letters/digits are ignored here (a study ID ``4`` is no reason to hide
     ``series 4/``)."""
-    pattern = identifier_pattern([i for i in identifiers if len("".join(_WORD.findall(str(i)))) >= 3],
-                                 substring_min=6)
+    pattern = identifier_pattern([i for i in identifiers if len("".join(_WORD.findall(str(i)))) >= _PATH_MIN_LENGTH],
+                                 substring_min=_PATH_SUBSTRING_MIN)
     return pattern is not None and pattern.search(rel) is not None
 
 
@@ -219,7 +232,8 @@ def _wanted_tags(tags: tuple[str, ...]) -> list[int]:
     return [tag_for_keyword(k) for k in dict.fromkeys([*tags, *_GEOMETRY_TAGS, *IDENTIFYING_TAGS])]
 
 
-def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None, root: str | None = None) -> dict[str, Any]:
+def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None, root: str | None = None,
+           id_key: bytes | None = None) -> dict[str, Any]:
     size = os.fstat(fp.fileno()).st_size
     wanted = _wanted_tags(tuple(tags))
     try:
@@ -234,6 +248,9 @@ def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None, root: str 
     problem = _truncation(fp, ds, size)  # first: it needs the elements still raw (unconverted)
     identifiers = identifier_strings(ds)  # once, for the redaction of values and the check of the path
     entry = {"skip": "truncated file", "detail": problem} if problem else _describe(ds, tags, identifiers)
+    if id_key is not None and (digests := identifier_digests(identifiers, id_key, substring_min=_PATH_SUBSTRING_MIN,
+                                                             min_length=_PATH_MIN_LENGTH)):
+        entry["ids"] = digests  # keyed digests only: the paths of files without a header are checked against them
     if rel is not None and path_names_identifier(rel, identifiers):
         entry["path_identifies"] = True  # a flag only: the value itself is never stored
         folders = rel.split("/")[:-1]
@@ -273,14 +290,15 @@ def _describe(ds: pydicom.Dataset, tags: Sequence[str], identifiers: Sequence[st
 
 
 def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = None,
-                      root: str | None = None) -> dict[str, Any]:
+                      root: str | None = None, id_key: bytes | None = None) -> dict[str, Any]:
     """Read one file's header (no pixels) into a JSON-able cache entry; never raises for a bad file.
 
     Returns ``{"values": {tag: redacted value}, "image": {"frames", "rows", "columns", "photometric",
     "transfer_syntax"}}`` for an image, or ``{"skip": reason, "detail": text}``; with ``rel`` (the path relative to
     the indexed folder) also ``"path_identifies": True`` when :func:`path_names_identifier` finds one of the file's
     identifying values in it; with ``root`` (the indexed folder) also ``"root_identifies": True`` when that
-    folder's path holds one.
+    folder's path holds one; with ``id_key`` also ``"ids"``, keyed digests of the identifying values
+    (:func:`~monai_modan.labels.privacy.identifier_digests`; never the values).
     """
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below; open errors are told apart from parser errors
@@ -288,7 +306,7 @@ def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = N
         return {"skip": "unreadable file", "detail": e.strerror or _scrub(e)}
     with fp, _quiet_pydicom():
         try:
-            return _entry(fp, tags, rel, root)
+            return _entry(fp, tags, rel, root, id_key)
         except Exception as e:  # noqa: BLE001 - any parser failure of one file is counted, never fatal
             return {"skip": "unreadable header", "detail": _scrub(e)}
 
@@ -330,14 +348,80 @@ def _walk(root: Path, exclude: set[Path]) -> tuple[list[tuple[str, int, int, int
     return found, skipped
 
 
+# ----------------------------------------------------------------------------------------------- the secret key
+_LINK_KEY = ".key"
+
+
+def _make_secret(path: Path) -> bytes:
+    """The 32 random bytes in ``path`` (made once, owner-only; several processes may race to make it)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # another process may be making it too
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def _link_key(link_dir: Path) -> bytes:
+    """The link folder's secret (32 random bytes in ``link_dir/.key``, made once, owner-only): link names are keyed
+    hashes of the target paths, so holding a datalist and a list of candidate paths (``/pacs/<guessed ID>/...``) is
+    not enough to confirm which patient a link stands for. The header cache's keys use it too."""
+    return _make_secret(link_dir / _LINK_KEY)
+
+
+def _secret_path(cache: Path | None, link_dir: Path | None) -> Path | None:
+    """Where this index keeps its secret: the link folder's ``.key``; without a link folder a hidden
+    ``.<cache name>.key`` beside the cache; ``None`` (a key for this run only) without either."""
+    if link_dir is not None:
+        return link_dir / _LINK_KEY
+    return cache.with_name(f".{cache.name}.key") if cache is not None else None
+
+
+def _index_secret(cache: Path | None, link_dir: Path | None, notes: list[str]) -> tuple[bytes, bool]:
+    """``(key, kept)``: the secret of :func:`_secret_path`, or a key for this run only (``kept`` False: the cache
+    cannot be used with it) when there is no place for one or it cannot be made (with a note)."""
+    path = _secret_path(cache, link_dir)
+    if path is not None:
+        try:
+            key = _make_secret(path)
+            if len(key) >= 16:
+                return key, True
+            notes.append(f"key file {path} is damaged (delete it to make a new one); the header cache is not used")
+        except OSError as e:
+            notes.append(f"cannot make the key file {path} ({e.strerror or e}); the header cache is not used")
+    return secrets.token_bytes(32), False
+
+
 # ------------------------------------------------------------------------------------------------------ the cache
-def _root_key(root: Path) -> str:
-    return hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+def _root_key(root: Path, key: bytes) -> str:
+    """The indexed folder's keyed hash (a guessed folder ``/pacs/DOE_JOHN`` cannot be confirmed from the cache)."""
+    return hmac.new(key, str(root).encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:32]
+
+
+def _key_id(key: bytes) -> str:
+    """Tells which key a cache was made with (without giving the key away)."""
+    return keyed_digest(key, CACHE_FORMAT)
+
+
+def _cache_key(rel: str, key: bytes) -> str:
+    """The header cache's key of a file: a keyed hash (HMAC-SHA-256 with the index's secret) of its relative path,
+    so the cache holds no path, and a guessed path (``12345678/1.dcm``) cannot be confirmed from it."""
+    return hmac.new(key, rel.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:32]
 
 
 def _usable_entry(entry: Any) -> bool:
     """A cache entry of the expected shape (a damaged or hand-edited cache must not crash the run)."""
     if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) for k in ("size", "mtime_ns", "ctime_ns")):
+        return False
+    ids = entry.get("ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return False
     if "skip" in entry:
         return isinstance(entry["skip"], str)
@@ -346,9 +430,10 @@ def _usable_entry(entry: Any) -> bool:
         k in image for k in ("frames", "rows", "columns", "photometric", "transfer_syntax"))
 
 
-def _load_cache(path: Path | None, tags: Sequence[str], root: Path, notes: list[str]) -> dict[str, dict]:
-    """Cached entries usable with ``tags`` for ``root``; an unreadable or foreign cache, or one made for another
-    folder, is ignored (and rewritten) with a note; damaged entries are read again."""
+def _load_cache(path: Path | None, tags: Sequence[str], root: Path, key: bytes, notes: list[str]) -> dict[str, dict]:
+    """Cached entries usable with ``tags`` for ``root``; an unreadable or foreign cache, one of another version, one
+    made with another key or for another folder is ignored (and rewritten) with a note; damaged entries are read
+    again."""
     if path is None or not path.exists():
         return {}
     try:
@@ -357,38 +442,42 @@ def _load_cache(path: Path | None, tags: Sequence[str], root: Path, notes: list[
             raise ValueError(f"not a version-{CACHE_VERSION} {CACHE_FORMAT} file")
         files = data["files"]
         cached_tags = set(data["tags"])
-        if data.get("root") != _root_key(root):
+        if data.get("key") != _key_id(key):
+            raise ValueError("it was made with another key (the link folder or its .key changed)")
+        if data.get("root") != _root_key(root, key):
             raise ValueError("it was made for another folder")
         if not isinstance(files, dict):
             raise TypeError("'files' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         notes.append(f"cache {path} ignored and rebuilt ({type(e).__name__}: {e})")
         return {}
-    files = {key: entry for key, entry in files.items() if _usable_entry(entry)}
+    files = {k: entry for k, entry in files.items() if _usable_entry(entry)}
     if not set(tags) <= cached_tags:  # the label space reads tags the cache lacks: image entries must be re-read
         notes.append(f"cache {path}: the label space reads new tags {sorted(set(tags) - cached_tags)}; images re-read")
-        files = {rel: e for rel, e in files.items() if "values" not in e}
+        files = {k: e for k, e in files.items() if "values" not in e}
     return files
 
 
-def _save_cache(path: Path, tags: Sequence[str], root: Path, entries: dict[str, dict], notes: list[str]) -> None:
+def _save_cache(path: Path, tags: Sequence[str], root: Path, key: bytes, entries: dict[str, dict],
+                notes: list[str]) -> None:
     try:
         atomic_write_json(path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "tags": sorted(tags),
-                                 "root": _root_key(root), "files": entries}, indent=None)
+                                 "key": _key_id(key), "root": _root_key(root, key), "files": entries}, indent=None)
     except OutputError as e:  # the index itself is fine; losing it for a cache problem would be worse
         notes.append(f"cache not written: {e}")
         logger.warning("DICOM header cache not written: %s", e)
 
 
 # --------------------------------------------------------------------------------------------------- the indexer
-def _read_entry(path: str, rel: str, tags: tuple[str, ...], root: str) -> dict:
-    return read_header_entry(path, tags, rel, root)
+def _read_entry(path: str, rel: str, tags: tuple[str, ...], root: str, id_key: bytes) -> dict:
+    return read_header_entry(path, tags, rel, root, id_key=id_key)
 
 
-def _read_all(root: Path, rels: list[str], tags: tuple[str, ...], workers: int, progress: bool) -> list[dict]:
+def _read_all(root: Path, rels: list[str], tags: tuple[str, ...], workers: int, progress: bool,
+              id_key: bytes) -> list[dict]:
     from tqdm.auto import tqdm
 
-    read = partial(_read_entry, tags=tags, root=str(root))
+    read = partial(_read_entry, tags=tags, root=str(root), id_key=id_key)
     paths = [str(root / rel) for rel in rels]
     with tqdm(total=len(paths), disable=not progress, desc="reading DICOM headers", unit="file") as bar:
         if workers <= 1:
@@ -411,34 +500,6 @@ def _shown_root(root: Path, identifies: bool) -> str:
     return "(withheld: the indexed folder's path names a patient)" if identifies else str(root)
 
 
-def _cache_key(rel: str) -> str:
-    """The header cache's key of a file: a hash of its relative path (the cache holds no path)."""
-    return hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-_LINK_KEY = ".key"
-
-
-def _link_key(link_dir: Path) -> bytes:
-    """The link folder's secret (32 random bytes in ``link_dir/.key``, made once, owner-only): link names are keyed
-    hashes of the target paths, so holding a datalist and a list of candidate paths (``/pacs/<guessed ID>/...``) is
-    not enough to confirm which patient a link stands for."""
-    path = link_dir / _LINK_KEY
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    link_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # another process may be making it too
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
-
-
 def _pseudonymous_link(link_dir: Path, target: Path) -> Path:
     """``link_dir/<keyed hash of target>.dcm`` -> ``target`` (created or replaced atomically; reused when it points
     there)."""
@@ -446,7 +507,7 @@ def _pseudonymous_link(link_dir: Path, target: Path) -> Path:
         key = _link_key(link_dir)
     except OSError as e:
         raise DicomIndexError(f"cannot write the link folder {link_dir} ({e.strerror or e}): a file path holds an "
-                              "identifying value of its header and may not be written as it is") from None
+                              "identifying value of a DICOM header and may not be written as it is") from None
     digest = hmac.new(key, str(target).encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:24]
     link = link_dir / f"{digest}.dcm"
     if link.is_symlink() and os.readlink(link) == str(target):
@@ -458,7 +519,7 @@ def _pseudonymous_link(link_dir: Path, target: Path) -> Path:
         os.replace(tmp, link)
     except OSError as e:
         raise DicomIndexError(f"cannot write the pseudonymous link {link} ({e.strerror or e}): a file path holds an "
-                              "identifying value of its header and may not be written as it is") from None
+                              "identifying value of a DICOM header and may not be written as it is") from None
     return link
 
 
@@ -480,7 +541,9 @@ def index_dicom_folder(
         workers: reader processes; ``None`` = ``os.cpu_count()``, ``0``/``1`` = read in this process.
         cache: optional JSON file of header values (see the module docstring); created or refreshed.
         link_dir: folder for pseudonymous links to files whose path holds one of their identifying values (see the
-            module docstring); created only when needed. ``None`` keeps such paths and warns.
+            module docstring) and home of the secret ``.key`` that also keys the header cache; created when a link
+            or, with ``cache``, the key is needed. ``None`` keeps such paths and warns (the cache's key is then a
+            hidden ``.<cache name>.key`` beside the cache).
         exclude: further files or folders not to index (the caller's own outputs, e.g. a datalist and its report
             written into the export); the cache and ``link_dir`` are always excluded.
         progress: show a progress bar (counts only, never names).
@@ -504,25 +567,33 @@ def index_dicom_folder(
     cache_path = Path(cache).expanduser().resolve() if cache is not None else None
     link_dir = Path(link_dir).expanduser().resolve() if link_dir is not None else None
 
-    own = {Path(p).expanduser().resolve() for p in exclude} | {p for p in (cache_path, link_dir) if p is not None}
+    secret_path = _secret_path(cache_path, link_dir) if cache_path is not None else None
+    own = {Path(p).expanduser().resolve() for p in exclude} | {
+        p for p in (cache_path, link_dir, secret_path) if p is not None}
     candidates, skipped = _walk(root, exclude=own)
     if not candidates and not skipped:
         raise DicomIndexError(f"no files found in {root}")
 
     tags = tuple(header_tags(space))
     result = DicomIndexResult(source="dicom", root=str(root), skipped=skipped)
-    cached = _load_cache(cache_path, tags, root, result.notes)
+    # the secret keys the cache (its file keys, the root's hash) and the identifier digests of the entries; without
+    # a cache it need not outlive the run
+    secret, kept = _index_secret(cache_path, link_dir, result.notes) if cache_path is not None else (
+        secrets.token_bytes(32), False)
+    if not kept:
+        cache_path = None
+    cached = _load_cache(cache_path, tags, root, secret, result.notes)
     entries: dict[str, dict] = {}
     todo: list[str] = []
     for rel, *stamp in candidates:
-        hit = cached.get(_cache_key(rel))
+        hit = cached.get(_cache_key(rel, secret))
         # ctime too: an in-place edit restored with `touch -r` / `cp -p` keeps size and mtime, never ctime
         if hit is not None and [hit.get("size"), hit.get("mtime_ns"), hit.get("ctime_ns")] == stamp:
             entries[rel] = hit
         else:
             todo.append(rel)
     n_workers = min((os.cpu_count() or 1) if workers is None else workers, len(todo))
-    fresh = _read_all(root, todo, tags, n_workers, progress)
+    fresh = _read_all(root, todo, tags, n_workers, progress, secret)
     stat = {rel: stamp for rel, *stamp in candidates}
     for rel, entry in zip(todo, fresh):
         entries[rel] = {"size": stat[rel][0], "mtime_ns": stat[rel][1], "ctime_ns": stat[rel][2], **entry}
@@ -541,17 +612,22 @@ def index_dicom_folder(
         return root_identifies or entries.get(rel, {}).get("path_identifies", False) or any(
             tuple(folders[:depth]) in named for depth in range(1, len(folders) + 1))
 
+    # a skipped file (not DICOM, unreadable, empty ...) has no header of its own to check its path against, but an
+    # export names its zips and PDFs after patients the other headers identify (12345678.zip, DOE_JOHN_report.pdf):
+    # its path is checked against the identifiers of every header of the export (keyed digests, cached ones too)
+    named_by_export = match_identifier_digests({d for e in entries.values() for d in e.get("ids", ())}, secret)
+
     identifying = 0
     for i, skip in enumerate(result.skipped):  # skipped on sight by the walk (hidden, empty, DICOMDIR ...)
         rel = os.path.relpath(skip.path, root).replace(os.sep, "/")
-        if hidden(rel):
+        if hidden(rel) or named_by_export(rel):
             identifying += 1
             if link_dir is not None:
                 result.skipped[i] = SkippedFile(str(_pseudonymous_link(link_dir, root / rel)), skip.reason,
                                                 skip.detail)
     for rel, *_ in candidates:
         entry, path = entries[rel], str(root / rel)
-        if hidden(rel):
+        if hidden(rel) or ("skip" in entry and named_by_export(rel)):
             identifying += 1
             if link_dir is not None:
                 path = str(_pseudonymous_link(link_dir, root / rel))
@@ -581,14 +657,16 @@ def index_dicom_folder(
         else:
             result.notes.append(f"privacy: {identifying} file path(s) contain an identifying value of their own DICOM "
                                 "header (patient name or ID, birth date, accession number ...) or lie in a folder "
-                                f"named by one; {where}")
+                                "named by one, or (skipped files: not DICOM, unreadable ...) of any header of the "
+                                f"export; {where}")
         if link_dir is None:
             logger.warning("%d DICOM file path(s) under %s contain identifying header values; see the index notes",
                            identifying, _shown_root(root, root_identifies))
     if root_identifies:
         result.root = _shown_root(root, root_identifies)
     if cache_path is not None:
-        _save_cache(cache_path, tags, root, {_cache_key(rel): e for rel, e in entries.items()}, result.notes)
+        _save_cache(cache_path, tags, root, secret, {_cache_key(rel, secret): e for rel, e in entries.items()},
+                    result.notes)
     logger.info("indexed %s: %d images, %d skipped, %d headers read, %d cached", _shown_root(root, root_identifies),
                 len(result.records), len(result.skipped), result.files_read, result.files_cached)
     return result

@@ -19,11 +19,13 @@ Enhanced multi-frame objects (Enhanced CT/MR/...) keep anatomy and laterality in
 (``SharedFunctionalGroupsSequence > FrameAnatomySequence > AnatomicRegionSequence``); a keyword absent from the top
 level is looked up there, and the source is still reported by its own keyword.
 
-Privacy: labelling works on :func:`extract_header_values`, where every text value (any VR but the code strings
-``CS`` and coded ``CodingSchemeDesignator``/``CodeValue``) has already passed :func:`redact_identifiers`. So nothing
-this module returns (``unmapped`` and ``ambiguous`` included) can carry a patient name, ID, birth date, accession
-number or institution. A description word that happens to equal a patient-name component is redacted too, so it can
-no longer give a label: the conservative side of the trade.
+Privacy: labelling works on :func:`extract_header_values`, where every text value -- any VR but UIDs, numbers,
+dates/times and ages; code strings (``CS``: ``BodyPartExamined``, ``Modality`` ...) and the items of coded sequences
+(scheme, code value, meaning) included -- has already passed :func:`redact_identifiers`. So nothing this module
+returns (``unmapped`` and ``ambiguous`` included) can carry a patient name, ID, birth date, accession number or
+institution, even where a sender put one into a code string (``BodyPartExamined`` ``DOEJOHN``). A description word
+or code string that happens to equal a patient-name component is redacted too, so it can no longer give a label
+(``BodyPartExamined`` ``HEAD`` of the patient ``Head^Peter``): the conservative side of the trade.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ _NON_IMAGE_SOP_CLASSES = tuple((re.compile(p), kind) for p, kind in (
 ))
 
 _CODE_SCHEME_ALIASES = {"SNM3": "SRT"}  # SNOMED 3 items use the same "T-D3000"-style codes as SNOMED-RT
-_TEXT_EXEMPT_VRS = {"CS", "UI", "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "DA", "TM", "DT", "AS", "AT"}
+# VRs whose values are not searched for identifiers: UIDs, numbers, dates/times, ages, tags. Code strings (CS) are
+# searched: a sender can put anything into BodyPartExamined, and its value reaches the report and the cache.
+_TEXT_EXEMPT_VRS = {"UI", "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "DA", "TM", "DT", "AS", "AT"}
 
 # value of one tag: a string, several strings (multi-valued), or coded items of a sequence
 CodeItem = dict[str, str]
@@ -144,9 +148,10 @@ def extract_header_values(ds: Dataset, tags: Sequence[str],
     """The (redacted) values of ``tags`` in ``ds``, as plain JSON-able data: the input of :func:`label_values`.
 
     A plain element gives a string; a multi-valued one a list of strings; a sequence a list of
-    ``{"scheme", "code", "meaning"}`` items. Absent or empty tags are left out. Text values (everything but code
-    strings, numbers, dates and coded scheme/value pairs) pass :func:`redact_identifiers`; ``identifiers``: the
-    file's :func:`identifier_strings`, when the caller has them already.
+    ``{"scheme", "code", "meaning"}`` items. Absent or empty tags are left out. Text values (everything but UIDs,
+    numbers, dates/times and ages; code strings and every field of a coded item included) pass
+    :func:`redact_identifiers`; ``identifiers``: the file's :func:`identifier_strings`, when the caller has them
+    already.
     """
     redact = _redactor(ds, identifiers)
     out: dict[str, HeaderValue] = {}
@@ -158,9 +163,9 @@ def extract_header_values(ds: Dataset, tags: Sequence[str],
             items = []
             for item in value:
                 code = {
-                    "scheme": str(_safe_get(item, "CodingSchemeDesignator") or "").strip(),
-                    "code": str(_safe_get(item, "CodeValue") or _safe_get(item, "LongCodeValue")
-                                or _safe_get(item, "URNCodeValue") or "").strip(),
+                    "scheme": redact(str(_safe_get(item, "CodingSchemeDesignator") or "").strip()),
+                    "code": redact(str(_safe_get(item, "CodeValue") or _safe_get(item, "LongCodeValue")
+                                       or _safe_get(item, "URNCodeValue") or "").strip()),
                     "meaning": redact(str(_safe_get(item, "CodeMeaning") or "").strip()),
                 }
                 if any(code.values()):

@@ -1,15 +1,18 @@
 """Privacy: the DICOM attributes that identify a patient, and their removal from any text.
 
 One home for what counts as identifying (:data:`IDENTIFYING_TAGS`) and for how it is found in a text (every
-spelling of :func:`identifier_strings`, matched by :func:`identifier_pattern`). The labelling rules
+spelling of :func:`identifier_strings`, matched by :func:`identifier_pattern`; or, where the values may not be kept,
+through keyed digests: :func:`identifier_digests` and :func:`match_identifier_digests`). The labelling rules
 (:mod:`~monai_modan.labels.dicom_labels`), the vocabulary check that no identifying tag is a label source
 (:mod:`~monai_modan.labels.vocabulary`) and the indexer all read it from here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache, lru_cache
 from typing import Any
 
@@ -17,7 +20,8 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-__all__ = ["IDENTIFYING_TAGS", "REDACTED", "identifier_pattern", "identifier_strings", "redact_identifiers"]
+__all__ = ["IDENTIFYING_TAGS", "REDACTED", "identifier_digests", "identifier_pattern", "identifier_strings",
+           "keyed_digest", "match_identifier_digests", "redact_identifiers"]
 
 REDACTED = "***"
 
@@ -144,3 +148,70 @@ def redact_identifiers(text: str, ds: Dataset) -> str:
     numbers), matched as :func:`identifier_pattern` describes. Each removal is replaced by ``"***"``.
     """
     return _redactor(ds)(str(text))
+
+
+# ------------------------------------------------------------------------------------ matching without the values
+_MAX_JOINED = 128  # longest run of joined tokens tried as one whole-word identifier
+
+
+def keyed_digest(key: bytes, text: str) -> str:
+    """A keyed one-way digest of ``text`` (BLAKE2b keyed with ``key``, 80 bits as hex): without the key a guessed
+    value cannot be confirmed against it."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), key=key[:64], digest_size=10).hexdigest()
+
+
+def _compact(text: str) -> str:
+    return "".join(_TOKEN.findall(str(text))).lower()
+
+
+def identifier_digests(identifiers: Iterable[str], key: bytes, *, substring_min: int = _MIN_SUBSTRING,
+                       min_length: int = _MIN_SUBSTRING) -> list[str]:
+    """Keyed digests of ``identifiers`` (:func:`identifier_strings`) that :func:`match_identifier_digests` finds in
+    a text the way :func:`identifier_pattern` (with the same ``substring_min``) finds the values themselves, so a
+    file can be checked later against identifiers that are no longer at hand (a header read in an earlier run)
+    without storing them. Each identifier is reduced to its letters/digits, lower-cased (``DOE^JOHN`` ->
+    ``doejohn``); values under ``min_length`` letters/digits are left out. ``"w:<digest>"``: matched as a whole word
+    (no letter/digit touching it); ``"s<n>:<digest>"``: a value with digits or non-Latin letters of ``n >=
+    substring_min`` letters/digits, matched inside words too (the length is kept to find it quickly)."""
+    found = set()
+    for identifier in identifiers:
+        compact = _compact(identifier)
+        if len(compact) < min_length:
+            continue
+        inside = len(compact) >= substring_min and (any(c.isdigit() for c in compact) or not compact.isascii())
+        found.add(f"s{len(compact)}:{keyed_digest(key, compact)}" if inside else f"w:{keyed_digest(key, compact)}")
+    return sorted(found)
+
+
+def match_identifier_digests(digests: Iterable[str], key: bytes) -> Callable[[str], bool]:
+    """A test whether a text holds one of the identifiers behind ``digests`` (:func:`identifier_digests`, same
+    ``key``), case-insensitively, with any separators or none between tokens: every run of consecutive tokens of the
+    text is tried as a whole-word identifier, every stretch of its letters/digits of a kept length as one found
+    inside words (a little wider than :func:`identifier_pattern`: the separators may fall anywhere)."""
+    words: set[str] = set()
+    inside: dict[int, set[str]] = defaultdict(set)
+    for d in digests:
+        kind, _, digest = str(d).partition(":")
+        if kind == "w":
+            words.add(digest)
+        elif kind[:1] == "s" and kind[1:].isdigit():
+            inside[int(kind[1:])].add(digest)
+    if not words and not inside:
+        return lambda text: False
+
+    def matches(text: str) -> bool:
+        tokens = [t.lower() for t in _TOKEN.findall(str(text))]
+        if words:
+            for i in range(len(tokens)):
+                joined = ""
+                for token in tokens[i:]:
+                    joined += token
+                    if len(joined) > _MAX_JOINED:
+                        break
+                    if keyed_digest(key, joined) in words:
+                        return True
+        compact = "".join(tokens)
+        return any(keyed_digest(key, compact[i:i + n]) in wanted
+                   for n, wanted in inside.items() for i in range(len(compact) - n + 1))
+
+    return matches
