@@ -12,6 +12,7 @@ Commands
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -52,15 +53,15 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_synth(args) -> int:
-    from .data.synthetic import SyntheticTask, generate_downstream_task, generate_pretraining_corpus
+    from .synthetic import SyntheticTask, generate_downstream_task, generate_pretraining_corpus
 
-    corpus = generate_pretraining_corpus(args.out, images_per_class=args.images_per_class, image_size=args.size,
+    corpus = generate_pretraining_corpus(args.out, images_per_class=args.images_per_class, image_size=args.image_size,
                                          seed=args.seed, progress=not args.quiet)
     print(f"wrote synthetic pretraining corpus to {args.out}: {corpus}")
     if not args.no_tasks:
         for task in SyntheticTask:
             path = generate_downstream_task(task, Path(args.out) / "tasks", n_images=args.task_images,
-                                            image_size=args.size, seed=args.seed)
+                                            image_size=args.image_size, seed=args.seed)
             print(f"wrote synthetic downstream task {task}: {path}")
     return 0
 
@@ -112,9 +113,10 @@ def _cmd_convert(args) -> int:
 def _cmd_pack(args) -> int:
     from .data.packed import pack_datalist
 
-    packed = pack_datalist(args.datalist, args.out, args.size, split=args.split, workers=args.workers,
+    packed = pack_datalist(args.datalist, args.out, args.image_size, split=args.split, workers=args.workers,
                            progress=not args.quiet)
-    print(f"packed {len(packed)} images ({args.split}, {args.size} px, {len(packed.skipped)} skipped) into {args.out}")
+    print(f"packed {len(packed)} images ({args.split}, {args.image_size} px, {len(packed.skipped)} skipped) "
+          f"into {args.out}")
     return 0
 
 
@@ -123,26 +125,32 @@ DEFAULT_TASKS = ("acl_mrnet", "breast_us", "thyroid_us")
 
 def _cmd_experiment(args) -> int:
     from .data.downstream.prepare import prepare_task
-    from .evaluation.experiment import ExperimentConfig, experiment_from_yaml, run_experiment
+    from .evaluation.configure import configure_experiment
+    from .evaluation.experiment import experiment_from_yaml, run_experiment
     from .evaluation.inits import pretrained_inits
+    from .synthetic import default_task_datalist
 
     if args.config:
+        if args.allow_torchscript:  # --config overrides every other option: never ignore an opt-in silently
+            raise UsageError(f"--allow-torchscript has no effect with --config: write `allow_torchscript: true` in "
+                             f"{args.config} (only for weights files you trust: it runs code from the file)")
         config = experiment_from_yaml(args.config)
     else:
         out = Path(args.out)
         tasks = {}
         for spec in args.task or DEFAULT_TASKS:
             name, _, source = spec.partition("=")
-            tasks[name] = prepare_task(name, out / "tasks", source or None, n_images=args.synthetic_images,
-                                       image_size=args.image_size)
-        inits = pretrained_inits(args.pretrain_runs, imagenet=args.imagenet)
-        recipe = {"image_size": args.image_size, **({"epochs": args.epochs} if args.epochs else {})}
-        config = ExperimentConfig.from_dict({
-            "tasks": tasks, "inits": inits, "out_dir": str(out), "modes": args.modes, "repeats": args.repeats,
-            "folds": args.folds, "recipe": recipe, "label_fraction": args.label_fraction, "knn": args.knn,
-            "logistic": args.logistic,
-            "umap_datalist": args.umap_datalist, "reference_init": args.reference, "workers": args.workers,
-            "title": "monai-modan: which initialisation for which task?"})
+            if source:  # NAME=SOURCE: convert the data set; NAME alone: the task's embedded synthetic stand-in
+                tasks[name] = prepare_task(name, out / "tasks", source)
+            else:
+                tasks[name] = default_task_datalist(name, out / "tasks", n_images=args.synthetic_images,
+                                                    image_size=args.image_size)
+        config = configure_experiment(
+            tasks, pretrained_inits(args.pretrain_runs, imagenet=args.imagenet), out, image_size=args.image_size,
+            recipe={"epochs": args.epochs}, modes=args.modes, repeats=args.repeats, folds=args.folds,
+            label_fraction=args.label_fraction, knn=args.knn, logistic=args.logistic, umap_datalist=args.umap_datalist,
+            reference_init=args.reference, workers=args.workers, allow_torchscript=args.allow_torchscript,
+            title="monai-modan: which initialisation for which task?")
     files = run_experiment(config, progress=not args.quiet)
     report = files.get("report.md") or next(iter(files.values()))
     print(f"report: {report}")
@@ -151,6 +159,46 @@ def _cmd_experiment(args) -> int:
 
 class UsageError(ValueError):
     """A user mistake: printed as one line, no traceback."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to an option's help, except where there is nothing to show (``None``, a flag)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option, kept for one release and hidden from help: stores into the new option's
+    ``dest`` and prints one line to stderr."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated and will be removed in the next release; use {self.replacement}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _field_defaults(cls) -> dict:
+    """``{field: default}`` of a dataclass: the options mirroring a package dataclass take their defaults from it."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _image_size_args(q, default: int) -> None:
+    q.add_argument("--image-size", type=int, default=default, metavar="S", help="image side S in pixels")
+    q.add_argument("--size", type=int, dest="image_size", metavar="S", action=_DeprecatedAlias,
+                   replacement="--image-size")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
     def vocab_args(q):
         q.add_argument("--vocab", action="append", metavar="YAML",
                        help="user vocabulary YAML extending the label space (repeatable; see docs/labels.md)")
@@ -170,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="shipped extra label groups to add, e.g. laterality contrast manufacturer view")
         q.add_argument("--quiet", action="store_true", help="no progress bars, no printed report")
 
-    q = sub.add_parser("index", help="index a DICOM export / RadImageNet tree / MedMNIST files into a datalist",
+    q = command("index", help="index a DICOM export / RadImageNet tree / MedMNIST files into a datalist",
                        description="Walk PATH, label every usable image with modality and anatomy (multi-hot), and "
                                    "write a MONAI datalist JSON plus a report (<out>.report.md/.json): counts per "
                                    "modality x anatomy, which tag produced each label, unmapped tag values, and "
@@ -184,33 +235,37 @@ def _parser() -> argparse.ArgumentParser:
     vocab_args(q)
     q.set_defaults(func=_cmd_index)
 
-    q = sub.add_parser("synth", help="write the embedded synthetic corpus",
+    q = command("synth", help="write the embedded synthetic corpus",
                        description="Write a miniRIN-like synthetic corpus (RadImageNet layout + DICOM export with "
                                    "realistic, messy tags) and the synthetic downstream tasks (knee ACL, breast US, "
                                    "thyroid US). Deterministic by seed; seconds on a CPU at 64 px.")
     q.add_argument("out", help="output folder")
-    q.add_argument("--images-per-class", type=int, default=8)
-    q.add_argument("--size", type=int, default=64, help="image side in pixels")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--images-per-class", type=int, default=8, help="images per RadImageNet-like class")
+    _image_size_args(q, 64)
+    q.add_argument("--seed", type=int, default=0, help="seed of every random draw (the output is deterministic)")
     q.add_argument("--task-images", type=int, default=120, help="images per synthetic downstream task")
     q.add_argument("--no-tasks", action="store_true", help="skip the downstream tasks")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=_cmd_synth)
 
-    q = sub.add_parser("minirin", help="sample miniRIN from a RadImageNet root",
+    q = command("minirin", help="sample miniRIN from a RadImageNet root",
                        description="Take up to N images per RadImageNet class (a class is modality/anatomy/folder), "
                                    "seeded, from the training split; write the chosen list (CSV, to reproduce the "
                                    "run) and a datalist JSON.")
     q.add_argument("root", help="RadImageNet root (the folder containing radiology_ai/)")
     q.add_argument("--out", required=True, help="output folder, or a .csv path for the list (datalist written beside)")
-    q.add_argument("--per-class", type=int, default=100)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--per-class", type=int, default=100, help="at most this many images per class")
+    q.add_argument("--seed", type=int, default=0, help="seed of the per-class sampling")
     vocab_args(q)
     q.set_defaults(func=_cmd_minirin)
 
     from .data.downstream.convert import TaskSource as TaskKind
+    from .evaluation.experiment import ExperimentConfig
+    from .evaluation.finetune import Recipe
 
-    q = sub.add_parser("convert", help="convert a downstream data set to a binary task datalist",
+    defaults, recipe_defaults = _field_defaults(ExperimentConfig), _field_defaults(Recipe)  # experiment options
+
+    q = command("convert", help="convert a downstream data set to a binary task datalist",
                        description="Convert MRNet (ACL), BUSI, DDTI (XML or fold CSVs), a CSV (path,label[,group]), a "
                                    "folder per class, a datalist JSON or a MedMNIST .npz into a task datalist with "
                                    "'label' (1 = tear / malignant) and 'group' (patient / case when known). Masks, "
@@ -222,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="converter option, e.g. slices=all, include_normal=false, malignant_from=4b, positive=malignant")
     q.set_defaults(func=_cmd_convert)
 
-    q = sub.add_parser("experiment", help="run the whole evaluation: every init x mode x task, one report",
+    q = command("experiment", help="run the whole evaluation: every init x mode x task, one report",
                        description="Fine-tune and linear-probe every initialisation (the modan_pretrain bundle's "
                                    "encoders found under --pretrain-runs, optional ImageNet weights, scratch) on "
                                    "every task under the fixed-fold, repeated cross-validation protocol, and write one "
@@ -237,36 +292,43 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--pretrain-runs", default="bundles/modan_pretrain/runs",
                    help="folder with <method>/encoder.pt from the modan_pretrain bundle")
     q.add_argument("--imagenet", help="local torchvision resnet18 weights file (never downloaded)")
+    q.add_argument("--allow-torchscript", action="store_true",
+                   help="accept TorchScript archives as weights files: this RUNS CODE FROM THE FILE on load (use only "
+                        "for files you trust; default: refused, with how to convert one to a state dict)")
     q.add_argument("--reference", help="reference init for the Wilcoxon tests (default: the first found)")
-    q.add_argument("--modes", nargs="+", default=["fine_tuning", "linear_probing"],
+    q.add_argument("--modes", nargs="+", default=list(defaults["modes"]), metavar="MODE",
                    help="trained evaluation modes: fine_tuning, linear_probing (the 0.1 spellings fine_tune / "
                         "linear_probe still work, deprecated)")
-    q.add_argument("--repeats", type=int, default=10)
-    q.add_argument("--folds", type=int, default=5)
-    q.add_argument("--epochs", type=int, help="training epochs per fold (default: the paper's 10)")
-    q.add_argument("--image-size", type=int, default=64)
-    q.add_argument("--label-fraction", type=float, default=1.0, help="share of each training part used (0-1]")
+    q.add_argument("--repeats", type=int, default=defaults["repeats"],
+                   help="repeats of the whole cross-validation (paired across inits)")
+    q.add_argument("--folds", type=int, default=defaults["folds"], help="test folds of the fixed fold plan")
+    q.add_argument("--epochs", type=int, default=recipe_defaults["epochs"],
+                   help="training epochs per fold (the paper's Table 3)")
+    q.add_argument("--image-size", type=int, default=recipe_defaults["image_size"], metavar="S",
+                   help="input side S in pixels (also the size of the synthetic tasks)")
+    q.add_argument("--label-fraction", type=float, default=defaults["label_fraction"],
+                   help="share of each training part used (0-1]")
     q.add_argument("--knn", action="store_true", help="also evaluate kNN on frozen features")
     q.add_argument("--logistic", action="store_true",
                    help="also evaluate logistic regression on standardised frozen features (not in the paper)")
     q.add_argument("--umap-datalist", help="pretraining datalist whose embeddings are drawn as UMAP panels")
     q.add_argument("--synthetic-images", type=int, default=120, help="images per embedded synthetic task")
-    q.add_argument("--workers", type=int, default=1,
+    q.add_argument("--workers", type=int, default=defaults["workers"],
                    help="processes running fine-tuning folds concurrently (results identical to serial; see docs)")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=_cmd_experiment)
 
-    q = sub.add_parser("pack", help="pack a datalist into a memory-mapped uint8 corpus (fast pretraining path)",
-                       description="Decode every image of a split once through the project reader at --size and store "
-                                   "it as a memory-mapped uint8 array [N, 1, S, S] with labels and an index JSON "
+    q = command("pack", help="pack a datalist into a memory-mapped uint8 corpus (fast pretraining path)",
+                       description="Decode every image of a split once through the project reader at --image-size and "
+                                   "store it as a memory-mapped uint8 array [N, 1, S, S] with labels and an index JSON "
                                    "(written atomically); bad images are skipped and counted. Large corpora then load "
                                    "without per-file decoding, on the device, sharded across DDP ranks.")
     q.add_argument("datalist", help="datalist JSON from `index`")
     q.add_argument("--out", required=True, help="output folder")
-    q.add_argument("--size", type=int, default=64, help="image side in pixels")
-    q.add_argument("--split", default="training")
+    _image_size_args(q, 64)
+    q.add_argument("--split", default="training", help="datalist split to pack")
     q.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=_cmd_pack)
     return p
 

@@ -120,6 +120,66 @@ def test_help_explains_every_command():
     assert "--vocab" in out and "--source" in out and "patient-identifying" in out
 
 
+def _commands() -> dict:
+    import argparse
+
+    from monai_modan.__main__ import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    import argparse
+
+    commands = _commands()
+    assert {"index", "synth", "minirin", "convert", "experiment", "pack"} <= set(commands)
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help text"
+    text = commands["experiment"].format_help()
+    for shown in ("(default: 10)", "(default: 5)", "(default: 64)", "(default: outputs/experiment)"):
+        assert shown in text, shown
+
+
+@pytest.mark.parametrize("command", ["synth", "pack"])
+def test_image_size_is_one_name_and_size_is_a_hidden_deprecated_alias(command, capsys):
+    parser = _commands()[command]
+    positional = ["x"] if command == "synth" else ["x", "--out", "y"]
+    assert "--image-size" in parser.format_help() and "--size" not in parser.format_help()
+    assert parser.parse_args([*positional, "--image-size", "32"]).image_size == 32
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(positional).image_size == 64
+    assert parser.parse_args([*positional, "--size", "48"]).image_size == 48
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--size is deprecated" in err and "--image-size" in err
+
+
+def test_experiment_options_build_the_config_the_bundles_build(tmp_path, monkeypatch):
+    """The CLI's experiment command goes through configure_experiment, and unset options are the dataclass defaults."""
+    from monai_modan.evaluation import configure, experiment
+    from monai_modan.evaluation.finetune import Recipe
+
+    seen = {}
+    real = configure.configure_experiment
+
+    def spy(*args, **kwargs):
+        seen["config"] = real(*args, **kwargs)
+        return seen["config"]
+
+    monkeypatch.setattr(configure, "configure_experiment", spy)
+    monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
+    assert main(["experiment", "--out", str(tmp_path), "--task", "breast_us", "--image-size", "32",
+                 "--synthetic-images", "24", "--pretrain-runs", str(tmp_path / "none"), "--quiet"]) == 0
+    config = seen["config"]
+    defaults = experiment.ExperimentConfig(tasks={"t": "t.json"}, inits={"scratch": None}, out_dir=".")
+    assert config.recipe == Recipe(image_size=32) and config.out_dir == str(tmp_path)
+    assert (config.repeats, config.folds, config.modes) == (defaults.repeats, defaults.folds, defaults.modes)
+    assert list(config.tasks) == ["breast_us"] and config.inits == {"scratch": None}
+
+
 def test_convert_breastmnist_and_option_errors(medmnist_dir, tmp_path, capsys):
     out = tmp_path / "breast.json"
     assert main(["convert", str(medmnist_dir / "breastmnist.npz"), "--out", str(out)]) == 0
@@ -134,16 +194,16 @@ def test_convert_breastmnist_and_option_errors(medmnist_dir, tmp_path, capsys):
 
 def test_pack_command(tmp_path, capsys):
     from monai_modan.data.packed import PackedCorpus
-    from monai_modan.data.synthetic import generate_pretraining_corpus
+    from monai_modan.synthetic import generate_pretraining_corpus
 
     corpus = generate_pretraining_corpus(tmp_path / "c", images_per_class=2, image_size=32, layouts=("radimagenet",),
                                          progress=False)
     assert main(["index", str(corpus.radimagenet_root), "--out", str(tmp_path / "dl.json"), "--quiet"]) == 0
-    assert main(["pack", str(tmp_path / "dl.json"), "--out", str(tmp_path / "packed"), "--size", "32", "--quiet",
-                 "--workers", "0"]) == 0
+    assert main(["pack", str(tmp_path / "dl.json"), "--out", str(tmp_path / "packed"), "--image-size", "32",
+                 "--quiet", "--workers", "0"]) == 0
     packed = PackedCorpus.open(tmp_path / "packed")
     n_training = len(load_datalist(tmp_path / "dl.json").items("training"))
-    assert len(packed) == n_training
+    assert len(packed) == n_training and packed.image_size == 32
 
 
 def test_index_outputs_written_into_the_export_are_not_indexed_next_time(dicom_dir, tmp_path):

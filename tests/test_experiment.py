@@ -15,11 +15,11 @@ import torch
 from monai.networks.nets import resnet10
 from sklearn.metrics import roc_auc_score
 
-from monai_modan.data.synthetic import generate_downstream_task
+from monai_modan.synthetic import generate_downstream_task
 from monai_modan.evaluation.finetune import TaskImages, embed, repeat_seed
 from monai_modan.networks.weights import InitSpec
 from monai_modan.evaluation import EvalMode, FoldPlan, FoldPlanError, read_results_csv
-from monai_modan.evaluation import embedding as embedding_module
+from monai_modan.evaluation import report as report_module
 from monai_modan.evaluation import experiment
 from monai_modan.evaluation.experiment import (ExperimentConfig, ExperimentError, experiment_from_yaml,
                                                run_experiment, umap_items)
@@ -96,7 +96,7 @@ def run(cfg: ExperimentConfig, recorder: Recorder, umap_sink: dict | None = None
                 umap_sink.update(embeddings)
                 Path(out_png).write_bytes(b"\x89PNG")
 
-            mp.setattr(embedding_module, "umap_panels", fake_umap)
+            mp.setattr(report_module, "umap_panels", fake_umap)
         return run_experiment(cfg, progress=False)
 
 

@@ -64,8 +64,9 @@ def trainer(model: nn.Module, method: str = "mulsupcon", seed: int = 0, schedule
     images, labels, class_index = corpus()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     sched = WarmupCosineSchedule(optimizer, warmup_steps=2, t_total=8) if scheduler else None
-    return FastPretrainer(model, build_pretraining_loss(method), optimizer, sched, BatchedTwoViewAugment(size=SIZE),
-                          images, labels, batch_size, seed=seed, class_index=class_index, **kw)
+    return FastPretrainer(model, build_pretraining_loss(method), optimizer, sched,
+                          BatchedTwoViewAugment(image_size=SIZE), images, labels, batch_size, seed=seed,
+                          class_index=class_index, **kw)
 
 
 def weights(model: nn.Module) -> list[torch.Tensor]:
@@ -94,7 +95,7 @@ def test_one_step_equals_monai_supervised_trainer_on_the_same_views(method):
 
     loss = fast.train_step(index, generator)
 
-    views = BatchedTwoViewAugment(size=SIZE)(fast.images[index], replay)
+    views = BatchedTwoViewAugment(image_size=SIZE)(fast.images[index], replay)
     batch = {"image": views, "label": fast.labels[index].float(), "class_index": fast.class_index[index]}
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     plain = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=[batch], epoch_length=1,
@@ -243,7 +244,7 @@ def test_inputs_are_checked():
     images, labels, class_index = corpus()
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    augment = BatchedTwoViewAugment(size=SIZE)
+    augment = BatchedTwoViewAugment(image_size=SIZE)
     loss = build_pretraining_loss("mulsupcon")
     with pytest.raises(ValueError, match="uint8"):
         FastPretrainer(model, loss, opt, None, augment, images.float(), labels, BATCH)
@@ -256,7 +257,8 @@ def test_inputs_are_checked():
     with pytest.raises(ValueError, match="contradicts"):
         FastPretrainer(model, loss, opt, None, augment, images, labels, BATCH, method="simclr")
     with pytest.raises(ValueError, match="views"):
-        FastPretrainer(model, loss, opt, None, BatchedTwoViewAugment(size=SIZE, num_views=3), images, labels, BATCH)
+        FastPretrainer(model, loss, opt, None, BatchedTwoViewAugment(image_size=SIZE, num_views=3), images, labels,
+                       BATCH)
     with pytest.raises(ValueError, match="meta"):
         FastPretrainer(TinyNet().to("meta"), loss, opt, None, augment, images, labels, BATCH)
     with pytest.raises(TypeError, match="BatchedTwoViewAugment"):

@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from monai_modan.data.downstream import load_task_datalist
-from monai_modan.data.synthetic import generate_downstream_task
+from monai_modan.synthetic import generate_downstream_task
 from monai_modan.evaluation.finetune import (
     Recipe,
     TaskImages,

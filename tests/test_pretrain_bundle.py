@@ -47,10 +47,10 @@ def _assert_fails(match: str, *args, **kwargs) -> str:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """One synthetic corpus + datalist shared by the tests (generated through the bundle's own default path)."""
-    from monai_modan.engines.pretrain import prepare_pretraining_datalist
+    from monai_modan.synthetic import default_pretraining_datalist
 
     root = tmp_path_factory.mktemp("corpus")
-    return prepare_pretraining_datalist(root, images_per_class=4, image_size=32)
+    return default_pretraining_datalist(root, images_per_class=4, image_size=32)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
-from monai_modan.data.synthetic import (
+from monai_modan.synthetic import (
     MANIFEST_NAME,
     RADIMAGENET_CLASSES,
     SyntheticCorpusError,
     SyntheticTask,
     Tissue,
     ct_signal,
+    default_pretraining_datalist,
+    default_task_datalist,
     ensure_pretraining_corpus,
     generate_downstream_task,
     generate_pretraining_corpus,
@@ -311,7 +313,7 @@ def test_downstream_task_is_balanced_grouped_and_not_separable_by_global_statist
     (SyntheticTask.THYROID_US, "thyroid_us", (Tissue.LESION, Tissue.CALCIFICATION)),
 ])
 def test_downstream_label_lives_in_local_detail(task, phantom, lesion):
-    from monai_modan.data.synthetic import _TASKS
+    from monai_modan.synthetic.tasks import _TASKS
 
     spec = _TASKS[task]
     for case in range(5):
@@ -343,3 +345,40 @@ def test_downstream_determinism_and_errors(tmp_path):
         generate_downstream_task("knee_acl", tmp_path, n_images=10, positive_fraction=0.0)
     with pytest.raises(ValueError):
         generate_downstream_task("knee_mri", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- defaults
+def test_default_pretraining_datalist_reuses_and_follows_the_corpus(tmp_path):
+    """The corpus the entry layer uses without data: generated and indexed once, re-indexed when regenerated."""
+    path = Path(default_pretraining_datalist(tmp_path, images_per_class=2, image_size=32))
+    assert path == tmp_path / "synthetic" / "datalist.json"
+    stamp = path.stat().st_mtime_ns
+    assert default_pretraining_datalist(tmp_path, images_per_class=2, image_size=32) == str(path)
+    assert path.stat().st_mtime_ns == stamp  # corpus and index reused
+    default_pretraining_datalist(tmp_path, images_per_class=3, image_size=32)  # another corpus: a new index
+    images = [item["image"] for item in json.loads(path.read_text())["training"]]
+    assert len(images) == len(RADIMAGENET_CLASSES) and all(Path(i).is_file() for i in images)
+
+
+def test_default_task_datalist_maps_bundle_tasks_and_regenerates_on_other_arguments(tmp_path):
+    path = Path(default_task_datalist("acl_mrnet", tmp_path, n_images=8, image_size=32))
+    assert path == tmp_path / "synthetic" / "knee_acl" / "datalist.json"
+    stamp = path.stat().st_mtime_ns
+    default_task_datalist("acl_mrnet", tmp_path, n_images=8, image_size=32)
+    assert path.stat().st_mtime_ns == stamp  # same arguments: reused
+    default_task_datalist("acl_mrnet", tmp_path, n_images=12, image_size=32)
+    assert json.loads(path.read_text())["n_images"] == 12
+    with pytest.raises(ValueError, match="no embedded synthetic data for task 'busi'"):
+        default_task_datalist("busi", tmp_path)
+
+
+def test_without_data_the_engine_and_the_task_preparation_refuse(tmp_path):
+    """Only the entry layer chooses the synthetic data; below it, missing data is an error."""
+    from monai_modan.data.downstream.prepare import prepare_task
+    from monai_modan.engines.pretrain import prepare_pretraining_datalist
+
+    with pytest.raises(ValueError, match="give datalist or dataset_dir"):
+        prepare_pretraining_datalist(tmp_path)
+    with pytest.raises(ValueError, match="no data source for task 'breast_us'"):
+        prepare_task("breast_us", tmp_path, None)
+    assert not any(tmp_path.iterdir())  # nothing generated

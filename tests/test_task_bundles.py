@@ -22,6 +22,45 @@ def test_metadata_verifies_offline(bundle):
     verify_metadata(meta_file=str(REPO / "bundles" / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
 
 
+def test_task_bundles_differ_only_in_their_task():
+    """Each bundle folder is self-contained (model-zoo users copy one), so the configs are copies; the logic they wire
+    lives in the package (monai_modan.evaluation.configure), and the copies must not drift apart."""
+    import json
+
+    configs = [REPO / "bundles" / b / "configs" for b in TASK_BUNDLES]
+    for name in ("evaluate.json", "linear_probe.json", "logging.conf"):
+        assert len({(c / name).read_bytes() for c in configs}) == 1, name
+    trains = [json.loads((c / "train.json").read_text()) for c in configs]
+    assert [t.pop("task") for t in trains] == list(TASK_BUNDLES)
+    assert all(t == trains[0] for t in trains)
+
+
+@pytest.mark.parametrize("overlay", [None, "linear_probe.json", "evaluate.json"])
+def test_configs_only_override_and_the_defaults_come_from_the_package(overlay, tmp_path):
+    """A key a bundle leaves null is the dataclass default; the bundle sets only what it changes."""
+    from monai.bundle import ConfigParser
+
+    from monai_modan.evaluation.experiment import ExperimentConfig
+    from monai_modan.evaluation.finetune import Recipe
+
+    configs = REPO / "bundles" / "breast_us" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json")] + ([str(configs / overlay)] if overlay else []))
+    parser.update({"bundle_root": str(REPO / "bundles" / "breast_us"), "output_dir": str(tmp_path),
+                   "pretrain_runs": str(tmp_path / "none"), "task_datalist": str(tmp_path / "task.json")})
+    config = parser.get_parsed_content("experiment")
+    defaults = ExperimentConfig(tasks={"t": "t.json"}, inits={"scratch": None}, out_dir=".")
+    assert config.recipe == Recipe() == defaults.recipe and config.tasks == {"breast_us": str(tmp_path / "task.json")}
+    for name in ("reference_init", "folds", "fold_seed", "seed", "label_fraction", "knn", "logistic", "umap_datalist",
+                 "device", "workers"):
+        assert getattr(config, name) == getattr(defaults, name), name
+    run_name, modes, repeats = {None: ("fine_tuning", ("fine_tuning",), 1),
+                                "linear_probe.json": ("linear_probing", ("linear_probing",), 1),
+                                "evaluate.json": ("evaluate", defaults.modes, defaults.repeats)}[overlay]
+    assert (config.out_dir, config.modes, config.repeats) == (str(tmp_path / run_name), modes, repeats)
+    assert config.title == f"breast_us ({', '.join(modes)})"
+
+
 @pytest.fixture(scope="module")
 def pretrain_runs(tmp_path_factory):
     """A modan_pretrain-like runs folder with a (randomly initialised) mulsupcon encoder."""

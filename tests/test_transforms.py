@@ -1,8 +1,11 @@
-"""Two-view augmentation: the MONAI transforms, the batched device twin, and that both follow torchvision's recipe."""
+"""Two-view augmentation: the recipe, the MONAI transforms, the batched device twin, and that both follow
+torchvision's recipe."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +22,14 @@ from monai_modan.transforms import (
     RandResizedCrop,
     RandResizedCropd,
     ResizedCrop,
+    TwoViewAugment,
     TwoViewAugmentd,
     TwoViewParameters,
+    TwoViewRecipe,
     ViewParameters,
 )
 
+REFERENCE = Path(__file__).parent / "data" / "two_view_reference.pt"
 P_MIN = 1e-3  # significance for the distribution tests (seeds are fixed, so the outcome is deterministic)
 
 
@@ -56,7 +62,7 @@ def stack_views(per_sample: list[list[ViewParameters]]) -> TwoViewParameters:
 
 
 def test_two_view_shapes_dtype_range_and_collate():
-    transform = TwoViewAugmentd(keys="image", num_views=3, size=24).set_random_state(0)
+    transform = TwoViewAugmentd(keys="image", num_views=3, image_size=24).set_random_state(0)
     out = transform({"image": smooth_image(), "label": 1})
     assert out["image"].shape == (3, 1, 24, 24) and out["image"].dtype == torch.float32
     assert type(out["image"]) is torch.Tensor and out["label"] == 1
@@ -69,7 +75,7 @@ def test_two_view_shapes_dtype_range_and_collate():
 
 
 def test_batched_shapes_dtype_range_and_uint8():
-    augment = BatchedTwoViewAugment(size=24, num_views=2)
+    augment = BatchedTwoViewAugment(image_size=24, num_views=2)
     images = torch.stack([smooth_image(), smooth_image().flip(-1), 1 - smooth_image()])
     out = augment(images, generator=3)
     assert out.shape == (3, 2, 1, 24, 24) and out.dtype == torch.float32 and out.device == images.device
@@ -80,18 +86,18 @@ def test_batched_shapes_dtype_range_and_uint8():
 
 def test_determinism_and_views_differ():
     image = {"image": smooth_image()}
-    a = TwoViewAugmentd(size=24).set_random_state(7)
-    b = TwoViewAugmentd(size=24).set_random_state(7)
+    a = TwoViewAugmentd(image_size=24).set_random_state(7)
+    b = TwoViewAugmentd(image_size=24).set_random_state(7)
     outs_a, outs_b = [a(image)["image"] for _ in range(3)], [b(image)["image"] for _ in range(3)]
     for x, y in zip(outs_a, outs_b):
         torch.testing.assert_close(x, y)
     assert a.last_parameters == b.last_parameters
-    assert not torch.equal(TwoViewAugmentd(size=24).set_random_state(8)(image)["image"], outs_a[0])
+    assert not torch.equal(TwoViewAugmentd(image_size=24).set_random_state(8)(image)["image"], outs_a[0])
     assert not torch.equal(outs_a[0], outs_a[1])  # successive calls differ
     for views in outs_a:
         assert not torch.allclose(views[0], views[1])  # the two views of one image differ
 
-    augment = BatchedTwoViewAugment(size=24)
+    augment = BatchedTwoViewAugment(image_size=24)
     images = smooth_image()[None].repeat(4, 1, 1, 1)
     torch.testing.assert_close(augment(images, 11), augment(images, torch.Generator().manual_seed(11)))
     first = augment(images, 11)
@@ -102,7 +108,7 @@ def test_determinism_and_views_differ():
 
 def test_dictionary_twins_share_parameters_across_keys():
     data = {"image": smooth_image(), "other": smooth_image().clone()}
-    cropped = RandResizedCropd(["image", "other"], size=16).set_random_state(1)(data)
+    cropped = RandResizedCropd(["image", "other"], image_size=16).set_random_state(1)(data)
     assert cropped["image"].shape == (1, 16, 16)
     torch.testing.assert_close(cropped["image"], cropped["other"])
     jitter = RandBrightnessContrastd(["image", "other"], prob=1.0).set_random_state(1)
@@ -120,7 +126,7 @@ def test_flip_flips_left_right(flip):
     image = smooth_image(32, 32)  # asymmetric: flipping changes it
     expected = image.flip(-1) if flip else image
     assert not torch.allclose(image, image.flip(-1))
-    options = dict(size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=float(flip), jitter_prob=0.0)
+    options = dict(image_size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=float(flip), jitter_prob=0.0)
     views = TwoViewAugmentd(**options).set_random_state(0)({"image": image})["image"]
     for view in views:
         torch.testing.assert_close(view, expected)
@@ -147,9 +153,9 @@ def test_crop_geometry_gives_the_region_pixels():
         contrast=torch.ones(1, 2),
         brightness_first=torch.ones(1, 2, dtype=torch.bool),
     )
-    out = BatchedTwoViewAugment(size=16, antialias=False).apply(image[None], params)
+    out = BatchedTwoViewAugment(image_size=16, antialias=False).apply(image[None], params)
     torch.testing.assert_close(out[0, 0], region, atol=1e-5, rtol=0)
-    out = BatchedTwoViewAugment(size=8, antialias=False).apply(image[None], params)
+    out = BatchedTwoViewAugment(image_size=8, antialias=False).apply(image[None], params)
     torch.testing.assert_close(out[0, 0], block_means, atol=1e-5, rtol=0)
 
     with pytest.raises(ValueError, match="does not fit"):
@@ -163,7 +169,7 @@ def test_impossible_crops_fall_back_to_the_central_crop(height, width, expected)
     for _ in range(5):
         crop.randomize((height, width))
         assert crop.box == expected
-    params = BatchedTwoViewAugment(size=8, scale=(0.99, 1.0), ratio=(1.0, 1.0)).sample_parameters(
+    params = BatchedTwoViewAugment(image_size=8, scale=(0.99, 1.0), ratio=(1.0, 1.0)).sample_parameters(
         6, height, width, torch.Generator().manual_seed(0)
     )
     assert (params.crop_box == torch.tensor(expected)).all()
@@ -252,14 +258,14 @@ def test_both_implementations_and_torchvision_draw_the_same_distributions(height
     samples, views = 2000, 2
     scale, ratio = (0.2, 1.0), (3 / 4, 4 / 3)
 
-    monai_transform = TwoViewAugmentd(size=16, scale=scale, ratio=ratio).set_random_state(2024)
+    monai_transform = TwoViewAugmentd(image_size=16, scale=scale, ratio=ratio).set_random_state(2024)
     monai_views: list[ViewParameters] = []
     for _ in range(samples):
         monai_transform.randomize((height, width))  # parameters only, no image work
         monai_views += monai_transform.last_parameters
     monai = stack_views([monai_views])
 
-    batched = BatchedTwoViewAugment(size=16, scale=scale, ratio=ratio).sample_parameters(
+    batched = BatchedTwoViewAugment(image_size=16, scale=scale, ratio=ratio).sample_parameters(
         samples, height, width, torch.Generator().manual_seed(2024)
     )
     batched = TwoViewParameters(*(t.reshape(1, samples * views, *t.shape[2:]) for t in batched))
@@ -298,7 +304,7 @@ def test_both_implementations_and_torchvision_draw_the_same_distributions(height
 
 
 def _monai_sampled_parameters(height, width, samples, size, seed, **options):
-    transform = TwoViewAugmentd(size=size, **options).set_random_state(seed)
+    transform = TwoViewAugmentd(image_size=size, **options).set_random_state(seed)
     per_sample = []
     for _ in range(samples):
         transform.randomize((height, width))
@@ -312,7 +318,7 @@ def test_batched_matches_the_monai_path_given_the_same_parameters(antialias):
     transform, per_sample = _monai_sampled_parameters(48, 40, 12, 32, 5, jitter_prob=0.0, antialias=antialias)
     params = stack_views(per_sample)
     expected = torch.stack([torch.stack([transform.augment_view(image, p) for p in views]) for views in per_sample])
-    got = BatchedTwoViewAugment(size=32, antialias=antialias).apply(image[None].expand(12, -1, -1, -1), params)
+    got = BatchedTwoViewAugment(image_size=32, antialias=antialias).apply(image[None].expand(12, -1, -1, -1), params)
     assert params.flip.any() and not params.flip.all()
     if not antialias:  # the same bilinear sampling; only the outermost upsampled pixels may read beyond the crop
         torch.testing.assert_close(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-4, rtol=0)
@@ -328,13 +334,13 @@ def test_batched_jitter_matches_the_monai_path_given_the_same_parameters():
     assert params.jitter.any() and params.brightness_first[params.jitter].any()
     assert not params.brightness_first[params.jitter].all()
     expected = torch.stack([torch.stack([transform.augment_view(image, p) for p in views]) for views in per_sample])
-    got = BatchedTwoViewAugment(size=32).apply(image[None].expand(16, -1, -1, -1), params)
+    got = BatchedTwoViewAugment(image_size=32).apply(image[None].expand(16, -1, -1, -1), params)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_antialias_suppresses_aliasing_of_fine_stripes():
     stripes = (torch.arange(96) % 2).float().expand(96, 96)[None]  # 1-px columns: averages to 0.5
-    options = dict(size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0)
+    options = dict(image_size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0)
     monai = TwoViewAugmentd(**options).set_random_state(0)({"image": stripes})["image"]
     assert (monai - 0.5).abs().max() < 0.1  # torchvision's triangle filter leaves ~0.06
     smoothed = BatchedTwoViewAugment(**options)(stripes[None], 0)
@@ -349,8 +355,8 @@ def test_antialias_suppresses_aliasing_of_fine_stripes():
     params = stack_views(per_sample)
     reference_std = torch.stack([transform.augment_view(noise, p) for views in per_sample for p in views]).std()
     batch = noise[None].expand(16, -1, -1, -1)
-    assert abs(BatchedTwoViewAugment(size=32).apply(batch, params).std() / reference_std - 1) < 0.1
-    assert BatchedTwoViewAugment(size=32, antialias=False).apply(batch, params).std() / reference_std > 1.5
+    assert abs(BatchedTwoViewAugment(image_size=32).apply(batch, params).std() / reference_std - 1) < 0.1
+    assert BatchedTwoViewAugment(image_size=32, antialias=False).apply(batch, params).std() / reference_std > 1.5
 
     # views that are not downsampled are left untouched by the per-view prefilter
     boxes = torch.tensor([[[0, 0, 96, 96], [10, 20, 24, 24]]])
@@ -359,8 +365,8 @@ def test_antialias_suppresses_aliasing_of_fine_stripes():
         torch.ones(1, 2), torch.ones(1, 2), torch.ones(1, 2, dtype=torch.bool),
     )
     image = smooth_image(96, 96)[None]
-    with_aa = BatchedTwoViewAugment(size=32).apply(image, params)
-    without_aa = BatchedTwoViewAugment(size=32, antialias=False).apply(image, params)
+    with_aa = BatchedTwoViewAugment(image_size=32).apply(image, params)
+    without_aa = BatchedTwoViewAugment(image_size=32, antialias=False).apply(image, params)
     torch.testing.assert_close(with_aa[0, 1], without_aa[0, 1], atol=1e-6, rtol=0)
     assert not torch.allclose(with_aa[0, 0], without_aa[0, 0], atol=1e-4)
 
@@ -369,14 +375,14 @@ def test_antialias_suppresses_aliasing_of_fine_stripes():
 def test_batched_runs_on_cuda_without_host_sync():
     images = (torch.rand(8, 1, 96, 96, device="cuda") * 255).to(torch.uint8)
     generator = torch.Generator(device="cuda").manual_seed(0)
-    augment = BatchedTwoViewAugment(size=32)
+    augment = BatchedTwoViewAugment(image_size=32)
     torch.cuda.set_sync_debug_mode("error")
     try:
         out = augment(images, generator)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.device == images.device and out.shape == (8, 2, 1, 32, 32)
-    cpu = BatchedTwoViewAugment(size=32)
+    cpu = BatchedTwoViewAugment(image_size=32)
     params = augment.sample_parameters(8, 96, 96, torch.Generator(device="cuda").manual_seed(1))
     torch.testing.assert_close(
         augment.apply(images, params).cpu(),
@@ -384,3 +390,186 @@ def test_batched_runs_on_cuda_without_host_sync():
         atol=5e-3,  # cuDNN may run the blur convolution in TF32
         rtol=0,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one recipe: same views as before it, validation, array twin = dictionary twin, shared defaults, size= deprecated
+
+
+def view_parameters_as_tensors(views: list[ViewParameters]) -> dict[str, torch.Tensor]:
+    return {
+        "crop_box": torch.tensor([list(v.crop_box) for v in views], dtype=torch.int64),
+        "flip": torch.tensor([v.flip for v in views]),
+        "jitter": torch.tensor([v.jitter for v in views]),
+        "brightness": torch.tensor([v.brightness for v in views], dtype=torch.float64),
+        "contrast": torch.tensor([v.contrast for v in views], dtype=torch.float64),
+        "brightness_first": torch.tensor([v.brightness_first for v in views]),
+    }
+
+
+def assert_same_parameters(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():  # random draws: exactly equal
+        assert torch.equal(got[name], value), name
+
+
+def assert_same_views(got: torch.Tensor, expected: torch.Tensor) -> None:
+    # the reference was computed on CPU with the same code path; 1e-6 only allows another CPU's float kernels
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_same_seeds_give_the_views_of_before_the_recipe():
+    """``tests/data/two_view_reference.pt`` holds views and parameters computed with the code before
+    :class:`TwoViewRecipe` (commit 6ba1002, ``size=``); the same seeds must give the same views now."""
+    ref = torch.load(REFERENCE, weights_only=True)
+    image = smooth_image()
+
+    transform = TwoViewAugmentd(keys="image", image_size=16).set_random_state(7)
+    for call in range(3):
+        assert_same_views(transform({"image": image})["image"], ref["default"]["views"][call])
+        assert_same_parameters(view_parameters_as_tensors(transform.last_parameters), ref["default"]["params"][call])
+
+    options = {"num_views": 3, "image_size": (12, 20), "scale": (0.5, 0.9), "ratio": (0.5, 2.0), "flip_prob": 0.3,
+               "jitter_strength": 0.2, "jitter_prob": 0.6, "antialias": False}
+    transform = TwoViewAugmentd(keys=["image", "other"], **options).set_random_state(3)
+    uint8 = (image * 255).round().to(torch.uint8)
+    for call in range(2):
+        out = transform({"image": uint8, "other": 1 - image})
+        assert_same_views(out["image"], ref["options"]["views"][call])
+        assert_same_views(out["other"], ref["options"]["other"][call])
+        assert_same_parameters(view_parameters_as_tensors(transform.last_parameters), ref["options"]["params"][call])
+
+    crop = RandResizedCropd("image", image_size=16).set_random_state(1)({"image": image})["image"]
+    assert_same_views(crop, ref["crop_d"])
+    jitter = RandBrightnessContrastd("image", prob=1.0).set_random_state(1)({"image": image})["image"]
+    assert_same_views(jitter, ref["jitter_d"])
+
+    images = torch.stack([smooth_image(), smooth_image().flip(-1), 1 - smooth_image()])
+    for name, augment, batch, seed in [
+        ("batched_default", BatchedTwoViewAugment(image_size=16), images, 11),
+        ("batched_options", BatchedTwoViewAugment(**options), (images * 255).round().to(torch.uint8), 5),
+    ]:
+        assert_same_views(augment(batch, seed), ref[name]["views"])
+        params = augment.sample_parameters(3, 48, 40, torch.Generator().manual_seed(seed))._asdict()
+        assert_same_parameters(params, ref[name]["params"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("image_size", 0, "image_size"),
+        ("image_size", (16, 16, 16), "image_size"),
+        ("image_size", 16.0, "image_size"),
+        ("num_views", 0, "num_views"),
+        ("num_views", True, "num_views"),
+        ("scale", (0.5, 0.2), "scale"),
+        ("scale", (0.0, 1.0), "scale"),
+        ("scale", (0.2, 1.5), "scale"),
+        ("scale", (0.2, 0.5, 1.0), "scale"),
+        ("ratio", (0.0, 1.0), "ratio"),
+        ("ratio", (2.0, 1.0), "ratio"),
+        ("ratio", 1.0, "ratio"),
+        ("ratio", ("a", "b"), "ratio"),
+        ("flip_prob", 1.5, "flip_prob"),
+        ("flip_prob", -0.1, "flip_prob"),
+        ("jitter_strength", 1.5, "jitter_strength"),
+        ("jitter_strength", -0.1, "jitter_strength"),
+        ("jitter_prob", float("nan"), "jitter_prob"),
+        ("jitter_prob", "0.5", "jitter_prob"),
+        ("antialias", "yes", "antialias"),
+    ],
+)
+def test_recipe_rejects_bad_values_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TwoViewRecipe(**{field: value})
+    for build in (TwoViewAugment, TwoViewAugmentd, BatchedTwoViewAugment):  # all through the recipe
+        with pytest.raises(ValueError, match=message):
+            build(**{field: value})
+
+
+def test_recipe_is_frozen_normalised_and_buildable():
+    recipe = TwoViewRecipe(image_size=32, scale=[0.5, 1], flip_prob=1)
+    assert recipe.image_size == (32, 32) and recipe.scale == (0.5, 1.0) and isinstance(recipe.flip_prob, float)
+    assert recipe == TwoViewRecipe(image_size=(32, 32), scale=(0.5, 1.0), flip_prob=1.0)
+    assert TwoViewRecipe(jitter_strength=0.4).factor_range == (0.6, 1.4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.image_size = 64  # type: ignore[misc]
+    assert TwoViewRecipe.build() == TwoViewRecipe()
+    assert TwoViewRecipe.build(recipe) is recipe  # no overrides: the same object
+    assert TwoViewRecipe.build(recipe, num_views=3, flip_prob=None) == dataclasses.replace(recipe, num_views=3)
+    with pytest.raises(ValueError, match="scale"):
+        dataclasses.replace(recipe, scale=(0.9, 0.1))  # variants are validated again
+    with pytest.raises(TypeError, match="TwoViewRecipe"):
+        TwoViewAugment(recipe={"image_size": 32})
+
+
+def test_every_implementation_takes_the_same_recipe_and_defaults():
+    default = TwoViewRecipe()
+    assert default == TwoViewRecipe(image_size=64, num_views=2, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
+                                    flip_prob=0.5, jitter_strength=0.4, jitter_prob=0.8, antialias=True)
+    assert TwoViewAugment().recipe == TwoViewAugmentd().recipe == BatchedTwoViewAugment().recipe == default
+    # the single-step transforms default to the recipe's values too
+    crop, jitter = RandResizedCrop(8), RandBrightnessContrast()
+    assert (crop.scale, crop.ratio, crop.resized_crop.antialias) == (default.scale, default.ratio, default.antialias)
+    assert (jitter.factor_range, jitter.prob) == (default.factor_range, default.jitter_prob)
+
+    recipe = TwoViewRecipe(image_size=(12, 20), num_views=3, flip_prob=0.0, jitter_prob=0.0)
+    for build in (TwoViewAugment, TwoViewAugmentd, BatchedTwoViewAugment):
+        augment = build(recipe=recipe)
+        assert augment.recipe is recipe and augment.num_views == 3
+    assert TwoViewAugment(recipe=recipe).image_size == BatchedTwoViewAugment(recipe=recipe).image_size == (12, 20)
+    # keyword arguments override the given recipe, in every implementation alike
+    overridden = dataclasses.replace(recipe, image_size=(8, 8))
+    assert TwoViewAugmentd(image_size=8, recipe=recipe).recipe == overridden
+    assert BatchedTwoViewAugment(image_size=8, recipe=recipe).recipe == overridden
+    views = TwoViewAugment(recipe=recipe).set_random_state(0)(smooth_image())
+    assert views.shape == (3, 1, 12, 20)
+    assert BatchedTwoViewAugment(recipe=recipe)(smooth_image()[None], 0).shape == (1, 3, 1, 12, 20)
+
+
+def test_array_twin_equals_the_dictionary_twin():
+    options = {"num_views": 3, "image_size": 20, "scale": (0.3, 0.9), "jitter_prob": 0.9}
+    array = TwoViewAugment(**options).set_random_state(5)
+    dictionary = TwoViewAugmentd(keys="image", **options).set_random_state(5)
+    for image in (smooth_image(), (smooth_image() * 255).round().to(torch.uint8), smooth_image(30, 50).numpy()):
+        expected = dictionary({"image": image, "label": 2})
+        got = array(image)
+        assert type(got) is torch.Tensor and got.shape == (3, 1, 20, 20)
+        assert torch.equal(got, expected["image"]) and expected["label"] == 2
+        assert array.last_parameters == dictionary.last_parameters
+    # randomize=False reapplies the last parameters
+    assert torch.equal(array(smooth_image(30, 50), randomize=False), array(smooth_image(30, 50), randomize=False))
+    with pytest.raises(RuntimeError, match="randomize"):
+        TwoViewAugment()(smooth_image(), randomize=False)
+    with pytest.raises(ValueError, match=r"\[C, H, W\]"):
+        TwoViewAugment()(torch.rand(8, 8))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **size: TwoViewAugmentd(keys="image", num_views=2, **size),
+        lambda **size: BatchedTwoViewAugment(num_views=2, **size),
+        lambda **size: RandResizedCropd("image", **size),
+        lambda **size: RandResizedCrop(**size),
+        lambda **size: ResizedCrop(**size),
+    ],
+    ids=["TwoViewAugmentd", "BatchedTwoViewAugment", "RandResizedCropd", "RandResizedCrop", "ResizedCrop"],
+)
+def test_size_is_a_deprecated_name_of_image_size(build):
+    with pytest.warns(FutureWarning, match="image_size"):
+        old = build(size=(12, 20))
+    new = build(image_size=(12, 20))
+    assert repr(vars(old).get("recipe")) == repr(vars(new).get("recipe"))
+    if isinstance(new, (TwoViewAugmentd, RandResizedCropd)):
+        old.set_random_state(4), new.set_random_state(4)
+        assert torch.equal(old({"image": smooth_image()})["image"], new({"image": smooth_image()})["image"])
+    elif isinstance(new, BatchedTwoViewAugment):
+        assert torch.equal(old(smooth_image()[None], 4), new(smooth_image()[None], 4))
+    elif isinstance(new, ResizedCrop):
+        assert old.image_size == new.image_size == (12, 20)
+    else:
+        assert old.resized_crop.image_size == new.resized_crop.image_size == (12, 20)
+    with pytest.raises(TypeError, match="image_size only"):
+        build(size=12, image_size=12)

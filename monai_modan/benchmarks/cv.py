@@ -63,7 +63,7 @@ def run(
         warmup, repeats: untimed and timed rounds (each round runs the protocol once per side).
         workdir: folder for the synthetic task and the outputs (default: a temporary folder, removed).
     """
-    from ..data.synthetic import generate_downstream_task
+    from ..synthetic import generate_downstream_task
     from ..evaluation import read_results_csv
     from ..evaluation.experiment import ExperimentConfig, run_experiment
 

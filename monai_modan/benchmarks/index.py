@@ -8,7 +8,7 @@ with an empty header cache (cold: every header read, the cache written) and once
 run (warm: files only ``stat``-ed). Both index the same files; ``ratio`` = naive seconds / indexer seconds =
 files/s of the indexer over the naive loop. Target: >= 5x.
 
-The export: a synthetic PACS-like export (:func:`~monai_modan.data.synthetic.generate_pretraining_corpus`, DICOM
+The export: a synthetic PACS-like export (:func:`~monai_modan.synthetic.generate_pretraining_corpus`, DICOM
 layout) at 512 px -- CT/MR as 12-bit ``uint16`` (512 KiB of Pixel Data per file, as real CT slices), US as
 ``uint8`` -- replicated into copies of the tree until it holds ``files`` images (plus the SR/KO documents and
 README of each copy, which both sides must skip). ``source=DIR`` replicates a folder of real files instead (e.g.
@@ -55,7 +55,7 @@ def prepare_export(workdir: str | Path, files: int = DEFAULT_FILES, image_size: 
                    source: str | Path | None = None, seed: int = 0) -> tuple[Path, dict[str, Any]]:
     """Write an export of at least ``files`` image files under ``workdir/export`` (see the module docstring).
     Returns ``(export root, description)``."""
-    from ..data.synthetic import RADIMAGENET_CLASSES, generate_pretraining_corpus
+    from ..synthetic import RADIMAGENET_CLASSES, generate_pretraining_corpus
 
     workdir = Path(workdir)
     export = workdir / "export"

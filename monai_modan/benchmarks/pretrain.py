@@ -44,7 +44,7 @@ def prepare_corpus(workdir: str | Path, image_size: int, min_images: int, seed: 
     from ..data.index import index_path
     from ..data.datalist import write_datalist
     from ..data.packed import pack_datalist
-    from ..data.synthetic import RADIMAGENET_CLASSES, generate_pretraining_corpus
+    from ..synthetic import RADIMAGENET_CLASSES, generate_pretraining_corpus
     from ..labels import LabelSpace
 
     workdir = Path(workdir)
@@ -157,7 +157,7 @@ def _fast_trainer(device, data, image_size, batch_size, stem, amp_dtype, compile
 
     model, optimizer = _model_and_optimizer(stem, device, seed)
     return FastPretrainer(model, build_pretraining_loss("mulsupcon"), optimizer, None,
-                          BatchedTwoViewAugment(size=image_size), data.images, data.labels, batch_size,
+                          BatchedTwoViewAugment(image_size=image_size), data.images, data.labels, batch_size,
                           seed=seed, amp_dtype=amp_dtype, channels_last=True, compile=compile)
 
 

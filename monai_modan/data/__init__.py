@@ -22,18 +22,6 @@ _LAZY = {
     )
 }
 _LAZY.update({
-    name: "monai_modan.data.synthetic"
-    for name in (
-        "SyntheticCorpus",
-        "SyntheticCorpusError",
-        "SyntheticTask",
-        "RADIMAGENET_CLASSES",
-        "generate_pretraining_corpus",
-        "ensure_pretraining_corpus",
-        "generate_downstream_task",
-    )
-})
-_LAZY.update({
     name: "monai_modan.data.medmnist"
     for name in ("MedMNISTError", "MEDMNIST_MODALITY_ANATOMY", "index_medmnist", "medmnist_reference")
 })

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..utils.io import atomic_path
 from .stats import fold_auc
@@ -40,6 +44,7 @@ def pair_colours(pairs: Iterable[Sequence[object]]) -> dict[Pair, RGBA]:
     Colours 0-59 are matplotlib's qualitative ``tab20``, ``tab20b``, ``tab20c``; beyond, hues step by the golden
     angle. The same set of pairs always gives the same map, whatever the order or repetition of the input.
     """
+    # lazy: matplotlib is imported only when a figure is drawn
     from matplotlib import colormaps
 
     palette = [colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
@@ -97,6 +102,7 @@ def umap_panels(embeddings: Mapping[str, tuple[np.ndarray, Sequence[object], Seq
     Returns:
         :class:`UmapPanels` with the colour map used and the coordinates.
     """
+    # lazy: UMAP (numba) and matplotlib are heavy and needed only to draw
     import umap
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -163,8 +169,6 @@ def knn_auc(train_X: np.ndarray, train_y: Sequence[int] | np.ndarray, test_X: np
         train_X: ``[N_train, F]`` features; ``train_y``: ``[N_train]`` 0/1 labels holding both classes.
         test_X: ``[N_test, F]`` features; ``test_y``: ``[N_test]`` 0/1 labels holding both classes.
     """
-    from sklearn.neighbors import KNeighborsClassifier
-
     train_X, train_y, test_X = _frozen_feature_inputs(train_X, train_y, test_X, "kNN")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -189,10 +193,6 @@ def logistic_auc(train_X: np.ndarray, train_y: Sequence[int] | np.ndarray, test_
         test_X: ``[N_test, F]`` features; ``test_y``: ``[N_test]`` 0/1 labels holding both classes.
         c: inverse L2 strength (sklearn's ``C``): the penalty is ``||w||^2 / (2 c)`` against the summed log-loss.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     train_X, train_y, test_X = _frozen_feature_inputs(train_X, train_y, test_X, "logistic regression")
     if not (math.isfinite(c) and c > 0):
         raise ValueError(f"c must be > 0, got {c}")

@@ -5,7 +5,7 @@ and repeat and by every later run) gives the test folds; repeat ``r`` draws its 
 training part (grouped, stratified) and its training seed from :func:`~monai_modan.evaluation.finetune.repeat_seed`,
 the same for every initialisation, so the AUCs are paired by (repeat, fold). The task's images are decoded once.
 
-Outputs in ``out_dir``:
+Outputs in ``out_dir`` (the logs and the settings record: :mod:`~monai_modan.evaluation.results_log`):
 
 - ``experiment.json`` -- the settings the rows were computed with (a restart with other settings is refused);
 - ``folds/<task>.json`` -- the fold plans;
@@ -19,9 +19,7 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import itertools
 import logging
 import math
 import multiprocessing
@@ -29,43 +27,46 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import monai
 import numpy as np
+import scipy
+import sklearn
 import torch
+from tqdm.auto import tqdm
 
+from .. import __version__
+from ..data.datalist import load_datalist
+from ..data.downstream import load_task_datalist
 from ..networks.weights import InitSpec
-from .finetune import (Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
-                                train_fold)
 from ..utils.device import pick_device
-from ..utils.io import atomic_write_json, atomic_write_text, file_sha256
+from ..utils.io import file_sha256, read_yaml_file
 from .embedding import knn_auc, logistic_auc
+from .finetune import Recipe, TaskImages, embed, feature_cache_key, repeat_seed, train_fold
 from .folds import FoldPlan, FoldPlanError, load_or_make_folds
 from .report import EvaluationProtocol, write_report
-from .stats import RESULT_FIELDS, AucRow, EvalMode
+from .results_log import PREDICTION_FIELDS, ExperimentError, FoldScores, Key, ResultsLog
+from .stats import AucRow, EvalMode
 
 __all__ = ["ExperimentConfig", "ExperimentError", "PREDICTION_FIELDS", "run_experiment", "experiment_from_yaml",
            "umap_items"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "monai-modan/experiment/1"
-PREDICTION_FIELDS = ("init", "mode", "task", "repeat", "fold", "index", "label", "score")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # task names become file names
 _MODE_ORDER = (EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING, EvalMode.LOGISTIC, EvalMode.KNN)
 _FROZEN_FEATURE_MODES = (EvalMode.LOGISTIC, EvalMode.KNN)  # classifiers fitted on the frozen features
 # settings that change the numbers: a restart in the same out_dir must keep them
 _RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "label_fraction", "knn_k", "logistic_c")
 
-Key = tuple[str, str, str, int, int]  # (init, mode, task, repeat, fold)
-
-
-class ExperimentError(ValueError):
-    """An experiment cannot run as configured, or its output folder belongs to another configuration."""
+Split = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train, val, test) item indices
+RocData = dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]  # "<task> <mode>" -> init -> (y_true, y_score)s
 
 
 @dataclass
@@ -104,6 +105,9 @@ class ExperimentConfig:
             init, so the results do not depend on ``workers`` beyond float rounding (a worker's torch thread count
             changes the summation order of convolution gradients: scores agree to ~1e-5, AUCs to < 1e-3 as
             tested) and ``workers`` is not one of the settings a resume must keep.
+        allow_torchscript: accept TorchScript archives among the inits' weights files. **Loading one runs code from
+            the file**; off by default, so such a file is refused up front with a message on how to convert it to a
+            state dict (:func:`~monai_modan.networks.export.load_encoder`).
     """
 
     tasks: dict[str, str]
@@ -126,6 +130,7 @@ class ExperimentConfig:
     device: str = "auto"
     title: str = "Downstream evaluation"
     workers: int = 1
+    allow_torchscript: bool = False
     init_specs: dict[str, InitSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +144,10 @@ class ExperimentConfig:
         if not isinstance(self.inits, Mapping) or not self.inits:
             raise ExperimentError(f"inits: expected a non-empty mapping init name -> weights, got {self.inits!r}")
         self.inits = {str(name): None if value is None else str(value) for name, value in self.inits.items()}
-        self.init_specs = {name: InitSpec.parse(name, value) for name, value in self.inits.items()}
+        if not isinstance(self.allow_torchscript, bool):  # the string "false" must not opt in
+            raise ExperimentError(f"allow_torchscript must be true or false, got {self.allow_torchscript!r}")
+        self.init_specs = {name: InitSpec.parse(name, value, allow_torchscript=self.allow_torchscript)
+                           for name, value in self.inits.items()}
         if self.reference_init is None:
             self.reference_init = next(iter(self.inits))
         if self.reference_init not in self.inits:
@@ -247,111 +255,12 @@ def _resolve_init(value: Any, resolve: Callable[[Any], Any]) -> Any:
 
 def experiment_from_yaml(path: str | Path) -> ExperimentConfig:
     """Read an :class:`ExperimentConfig` from YAML (or JSON); relative paths are relative to the file's folder."""
-    from ..utils.io import read_yaml_file
-
     path = Path(path)
     data = read_yaml_file(path, "experiment config", ExperimentError)
     try:
         return ExperimentConfig.from_dict(data, base_dir=path.parent.absolute())
     except ExperimentError as e:
         raise ExperimentError(f"{path}: {e}") from None
-
-
-# -- append-only logs -----------------------------------------------------------------------------------------------
-
-
-class _CsvLog:
-    """A CSV file appended row by row (flushed and fsynced) and read back on restart.
-
-    A restart after a crash may find a torn last line (no final newline): it is dropped. Any other bad line is an
-    error naming the file and line.
-    """
-
-    def __init__(self, path: Path, fieldnames: Sequence[str]) -> None:
-        self.path, self.fieldnames = path, tuple(fieldnames)
-        self.rows: list[dict[str, str]] = []
-        if not path.exists():
-            return
-        text = path.read_text(encoding="utf-8")
-        torn = bool(text) and not text.endswith("\n")
-        if torn:
-            text = text[: text.rfind("\n") + 1]
-            logger.warning("%s: dropped a torn last line (interrupted write)", path)
-        reader = csv.DictReader(io.StringIO(text))
-        if text and tuple(reader.fieldnames or ()) != self.fieldnames:
-            raise ExperimentError(f"{path}: header {reader.fieldnames} is not {list(self.fieldnames)}; not a file "
-                                  "of this experiment runner")
-        for row in reader:
-            if None in row or any(v is None for v in row.values()):
-                raise ExperimentError(f"{path}: line {reader.line_num} does not have {len(self.fieldnames)} fields")
-            self.rows.append(row)
-        if torn:
-            self.rewrite(self.rows)
-
-    @staticmethod
-    def _text(fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]], header: bool) -> str:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
-        if header:
-            writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue()
-
-    def rewrite(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        atomic_write_text(self.path, self._text(self.fieldnames, rows, header=True))
-
-    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        header = not self.path.exists() or self.path.stat().st_size == 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8", newline="") as f:
-            f.write(self._text(self.fieldnames, rows, header))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _key(row: Mapping[str, Any] | AucRow) -> Key:
-    if isinstance(row, AucRow):
-        return (row.init, row.mode, row.task, row.repeat, row.fold)
-    return (str(row["init"]), str(row["mode"]), str(row["task"]), int(row["repeat"]), int(row["fold"]))
-
-
-# -- settings of an output folder -----------------------------------------------------------------------------------
-
-
-def _check_out_dir(config: ExperimentConfig, settings_path: Path, rows: Sequence[AucRow]) -> None:
-    """Refuse to mix rows of different settings in one ``out_dir``; record the settings (tasks/inits merged)."""
-    current = config.to_dict()
-    record = {"format": FORMAT, **{k: current[k] for k in _RESULT_SETTINGS}, "tasks": dict(current["tasks"]),
-              "inits": dict(current["inits"]),
-              # the weights' contents, not only their paths: a checkpoint retrained in place must not mix its rows
-              "weights": {name: file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
-    if settings_path.exists():
-        try:
-            saved = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ExperimentError(f"cannot read {settings_path}: {e}") from None
-        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-            raise ExperimentError(f"{settings_path} is not an experiment record ({FORMAT})")
-        # a setting missing from the record was added to the package later; its rows cannot exist there
-        diffs = [f"{k}: {saved.get(k)!r} there, {record[k]!r} now" for k in _RESULT_SETTINGS
-                 if saved.get(k, record[k]) != record[k]]
-        for group in ("tasks", "inits", "weights"):
-            old = saved.get(group) or {}
-            diffs += [f"{group}.{name}: {old[name]!r} there, {value!r} now" for name, value in record[group].items()
-                      if name in old and old[name] != value]
-            record[group] = {**old, **record[group]}
-        if diffs:
-            raise ExperimentError(f"{settings_path.parent} holds results of other settings ({'; '.join(diffs)}): use "
-                                  "another out_dir, or restore the settings to resume")
-    allowed_modes = set(config.eval_modes)
-    extra = [r for r in rows if r.task not in config.tasks or r.init not in config.inits or r.mode not in allowed_modes
-             or r.repeat >= config.repeats or r.fold >= config.folds]
-    if extra:
-        shown = ", ".join(f"{r.init}/{r.mode}/{r.task}/repeat {r.repeat}/fold {r.fold}" for r in extra[:3])
-        raise ExperimentError(f"{settings_path.parent / 'results.csv'} holds {len(extra)} rows outside this "
-                              f"configuration (e.g. {shown}): add their inits, tasks, modes or repeats back, or use "
-                              "another out_dir")
-    atomic_write_json(settings_path, record)
 
 
 # -- UMAP images ----------------------------------------------------------------------------------------------------
@@ -377,8 +286,6 @@ def umap_items(items: Sequence[Mapping[str, Any]], max_images: int) -> list[Mapp
 
 
 def _umap_embeddings(config: ExperimentConfig, device: Any, progress: bool) -> dict[str, tuple]:
-    from ..data.datalist import load_datalist
-
     data = load_datalist(config.umap_datalist)
     items = umap_items([it for split in data.splits.values() for it in split], config.umap_max_images)
     if len(items) < 4:
@@ -402,7 +309,7 @@ def _init_worker(images: TaskImages, threads: int, device: str) -> None:
     _worker_images = images.to(device)
 
 
-def _fine_tune_job(split: tuple[np.ndarray, np.ndarray, np.ndarray], spec: InitSpec, recipe: Recipe, seed: int,
+def _fine_tune_job(split: Split, spec: InitSpec, recipe: Recipe, seed: int,
                    device: str) -> tuple[float, np.ndarray, np.ndarray]:
     """One fine-tuning fold in a pool worker: ``(auc, y_true, y_score)`` (the model stays behind, it is not
     pickled back)."""
@@ -423,11 +330,124 @@ def _fine_tune_pool(images: TaskImages, workers: int, device: Any) -> ProcessPoo
                                initargs=(images, max(1, cores // workers), str(device)))
 
 
-# -- the run --------------------------------------------------------------------------------------------------------
+# -- the run: plan -> execute -> collect -> report ------------------------------------------------------------------
 
 
-def _split(plan: FoldPlan, fold: int, val_fraction: float, seed: int,
-           label_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Unit:
+    """One row of ``results.csv`` to compute: an init evaluated in a mode on one repeat and fold of a task."""
+
+    init: str
+    mode: EvalMode
+    task: str
+    repeat: int
+    fold: int
+
+    @property
+    def key(self) -> Key:
+        return (self.init, self.mode.value, self.task, self.repeat, self.fold)
+
+
+@dataclass
+class _TaskRun:
+    """What the units of one task share: its images (decoded once), its splits and the frozen-feature cache."""
+
+    config: ExperimentConfig
+    images: TaskImages
+    splits: dict[tuple[int, int], Split]
+    device: torch.device
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool = True) -> dict[str, Path]:
+    """Run (or resume) the experiment and write its report; returns file name -> path of every file written.
+
+    Order: task -> init -> mode (``modes``, then logistic, kNN) -> repeat -> fold, then UMAP and the report. Every
+    init's weights are loaded once up front, so a missing or wrong file fails before any training; a task's images
+    are decoded when its first missing row is computed, and released after the task. With ``config.workers > 1`` a
+    task's fine-tuning folds are all submitted to a process pool at once and their rows written, as they are
+    collected, in the same order as a serial run.
+
+    Raises:
+        ExperimentError: bad settings, or ``out_dir`` holds results of other settings.
+        FoldPlanError, TaskDatalistError, CheckpointError, ImageLoadError: bad data or weights (the message names
+            the file).
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = ExperimentConfig.from_dict(config)
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    device = pick_device(config.device)
+    for spec in config.init_specs.values():  # fail now, not after hours of training on the first inits
+        spec.build_encoder(config.seed)
+    log = ResultsLog(Path(config.out_dir), _settings(config), {u.key for u in _plan(config)})
+    _execute(config, _plan(config, skip=log.done), log, device, progress)
+    embeddings = _umap_embeddings(config, device, progress) if config.umap_datalist else None
+    return _report(config, log, device, _collect_roc(config, log), embeddings)
+
+
+def _settings(config: ExperimentConfig) -> dict[str, Any]:
+    """What ``experiment.json`` records: the settings that change the numbers, the tasks and inits, the weights."""
+    current = config.to_dict()
+    return {**{k: current[k] for k in _RESULT_SETTINGS}, "tasks": dict(current["tasks"]),
+            "inits": dict(current["inits"]),
+            # the weights' contents, not only their paths: a checkpoint retrained in place must not mix its rows
+            "weights": {name: file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
+
+
+def _plan(config: ExperimentConfig, skip: Collection[Key] = ()) -> list[Unit]:
+    """Every unit of the experiment in run order, less those whose key is in ``skip`` (the rows present)."""
+    modes = [*(EvalMode(m) for m in config.modes), *config.frozen_feature_modes]
+    units = (Unit(init, mode, task, r, f) for task in config.tasks for init in config.inits for mode in modes
+             for r in range(config.repeats) for f in range(config.folds))
+    return [u for u in units if u.key not in skip]
+
+
+def _execute(config: ExperimentConfig, todo: Sequence[Unit], log: ResultsLog, device: torch.device,
+             progress: bool) -> None:
+    """Compute ``todo`` task by task; every task's fold plan is loaded (made by the first run) even when none of
+    its units is left."""
+    total = len(_plan(config))
+    with tqdm(total=total, initial=total - len(todo), desc="experiment", unit="fold", disable=not progress) as bar:
+        for task in config.tasks:
+            _run_task(config, task, [u for u in todo if u.task == task], log, device, bar, progress)
+
+
+def _run_task(config: ExperimentConfig, task: str, units: Sequence[Unit], log: ResultsLog, device: torch.device,
+              bar: Any, progress: bool) -> None:
+    """Compute the ``units`` of ``task`` in order, logging each fold's scores and row as it finishes."""
+    items, _ = load_task_datalist(config.tasks[task])
+    splits = _task_splits(config, task, items, units)
+    if not units:
+        return
+    host_images = TaskImages.load(items, config.recipe.image_size, progress=progress)
+    run = _TaskRun(config, host_images.to(device), splits, device)
+    with _pooled_fine_tuning(run, host_images, units) as futures:
+        for unit in units:
+            bar.set_postfix_str(f"{task} {unit.init} {unit.mode.value} r{unit.repeat} f{unit.fold}", refresh=False)
+            auc, scores = _evaluate(run, unit, futures.pop(unit, None))
+            log.add(AucRow(init=unit.init, mode=unit.mode.value, task=task, repeat=unit.repeat, fold=unit.fold,
+                           auc=float(auc)), scores)
+            bar.update(1)
+
+
+def _fold_plan_path(config: ExperimentConfig, task: str) -> Path:
+    return Path(config.out_dir) / "folds" / f"{task}.json"
+
+
+def _task_splits(config: ExperimentConfig, task: str, items: Sequence[Mapping[str, Any]], units: Sequence[Unit]
+                 ) -> dict[tuple[int, int], Split]:
+    """The task's fold plan (made once, then reused) and, when units are left, the split of every (repeat, fold)."""
+    try:  # a fold error names the task: the message alone says what, not which task
+        plan = load_or_make_folds(_fold_plan_path(config, task), items, n_folds=config.folds, seed=config.fold_seed)
+        if not units:
+            return {}
+        return {(r, f): _split(plan, f, config.recipe.val_fraction, seed, config.label_fraction)
+                for r, seed in enumerate(config.repeat_seeds) for f in range(config.folds)}
+    except FoldPlanError as e:
+        raise type(e)(f"task {task} ({config.tasks[task]}): {e}") from e
+
+
+def _split(plan: FoldPlan, fold: int, val_fraction: float, seed: int, label_fraction: float) -> Split:
     """``(train, val, test)`` of one repeat and fold; the training part subsampled for label-fraction runs."""
     train, val, test = plan.split(fold, val_fraction, seed=seed)
     if label_fraction < 1.0:
@@ -435,14 +455,98 @@ def _split(plan: FoldPlan, fold: int, val_fraction: float, seed: int,
     return train, val, test
 
 
+def _evaluate(run: _TaskRun, unit: Unit, future: Future | None) -> tuple[float, FoldScores | None]:
+    """The test AUC of ``unit`` and, for a trained mode, its test scores (``future``: its pool job, if any)."""
+    if unit.mode in _FROZEN_FEATURE_MODES:
+        return _frozen_feature_auc(run, unit), None
+    try:
+        auc, y_true, y_score = future.result() if future is not None else _train(run, unit)
+    except ValueError as e:  # name the fold: the message alone says what, not where
+        raise ExperimentError(f"task {unit.task} ({run.config.tasks[unit.task]}), init {unit.init}, {unit.mode.value}, repeat "
+                              f"{unit.repeat}, fold {unit.fold}: {e}") from e
+    return auc, FoldScores(run.splits[(unit.repeat, unit.fold)][2], y_true, y_score)
+
+
+def _train(run: _TaskRun, unit: Unit) -> tuple[float, np.ndarray, np.ndarray]:
+    """Fine-tune or linearly probe ``unit`` in this process: ``(auc, y_true, y_score)``."""
+    result = train_fold(run.images, None, run.splits[(unit.repeat, unit.fold)], run.config.init_specs[unit.init],
+                        unit.mode, run.config.recipe, repeat_seed(run.config.seed, unit.repeat), run.device,
+                        feature_cache=run.features)
+    return result.auc, result.y_true, result.y_score
+
+
+def _frozen_feature_auc(run: _TaskRun, unit: Unit) -> float:
+    """kNN or logistic regression on the init's frozen features (computed once per init and repeat seed)."""
+    config, spec, seed = run.config, run.config.init_specs[unit.init], repeat_seed(run.config.seed, unit.repeat)
+    key = feature_cache_key(spec, seed)
+    if key not in run.features:
+        run.features[key] = embed(run.images, spec, seed=seed, device=run.device,
+                                  batch_size=config.recipe.eval_batch_size)
+    x, y = run.features[key].cpu().numpy(), run.images.labels
+    train, _, test = run.splits[(unit.repeat, unit.fold)]
+    if unit.mode == EvalMode.KNN:
+        return knn_auc(x[train], y[train], x[test], y[test], k=config.knn_k)
+    return logistic_auc(x[train], y[train], x[test], y[test], c=config.logistic_c)
+
+
+@contextmanager
+def _pooled_fine_tuning(run: _TaskRun, host_images: TaskImages,
+                        units: Sequence[Unit]) -> Iterator[dict[Unit, Future]]:
+    """With ``workers > 1`` and more than one fine-tuning unit: a pool running all of them, their futures by unit;
+    else no futures (every unit runs in this process)."""
+    jobs = [u for u in units if u.mode == EvalMode.FINE_TUNING]
+    if run.config.workers <= 1 or len(jobs) <= 1:
+        yield {}
+        return
+    pool = _fine_tune_pool(host_images, min(run.config.workers, len(jobs)), run.device)
+    try:
+        yield {u: pool.submit(_fine_tune_job, run.splits[(u.repeat, u.fold)], run.config.init_specs[u.init],
+                              run.config.recipe, repeat_seed(run.config.seed, u.repeat), str(run.device)) for u in jobs}
+    finally:  # on an error: drop the queued folds, wait for the running ones
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _collect_roc(config: ExperimentConfig, log: ResultsLog) -> RocData:
+    """``"<task> <mode>"`` -> init -> ``(y_true, y_score)`` of every fold, for the trained modes; a task and mode
+    with a fold lacking its saved scores has no entry (a partial ROC would misrepresent the rows)."""
+    roc_data: RocData = {}
+    for task, mode in itertools.product(config.tasks, config.modes):
+        keys = [(init, mode, task, r, f) for init in config.inits for r in range(config.repeats)
+                for f in range(config.folds)]
+        lacking = [k for k in keys if not log.scores.get(k)]
+        if lacking:  # predictions.csv was edited or removed
+            logger.warning("no ROC plot for %s %s: %d folds have no saved predictions in %s", task, mode,
+                           len(lacking), log.predictions.path)
+            continue
+        by_init: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        for k in keys:
+            labels, scores = zip(*log.scores[k])
+            by_init[k[0]].append((np.asarray(labels), np.asarray(scores)))
+        roc_data[f"{task} {mode}"] = dict(by_init)
+    return roc_data
+
+
+def _report(config: ExperimentConfig, log: ResultsLog, device: torch.device, roc_data: RocData,
+            embeddings: dict[str, tuple] | None) -> dict[str, Path]:
+    """:func:`~monai_modan.evaluation.report.write_report` of every row present; returns every file written."""
+    plan_paths = {task: _fold_plan_path(config, task) for task in config.tasks}
+    task_pos = {t: i for i, t in enumerate(config.tasks)}
+    init_pos = {n: i for i, n in enumerate(config.inits)}
+    mode_pos = {m.value: i for i, m in enumerate(_MODE_ORDER)}
+    rows = sorted(log.rows, key=lambda r: (task_pos[r.task], mode_pos[r.mode], init_pos[r.init], r.repeat, r.fold))
+    written = write_report(rows, Path(config.out_dir), config.reference_init, roc_data=roc_data or None,
+                           embeddings=embeddings,
+                           protocol=_protocol(config, plan_paths, _environment(device, config.workers)),
+                           init_order=list(config.inits), task_order=list(config.tasks), title=config.title,
+                           seed=config.seed)
+    written["predictions.csv"] = log.predictions.path
+    written["experiment.json"] = log.settings_path
+    written.update({f"folds/{task}.json": path for task, path in plan_paths.items()})
+    return written
+
+
 def _environment(device: torch.device, workers: int) -> str:
     """Where the rows were computed (the last run writing the report): floats can differ across these."""
-    import monai
-    import scipy
-    import sklearn
-
-    from .. import __version__
-
     return (f"Environment of this report's run: device {device}, {torch.get_num_threads()} torch thread(s), "
             f"{max(1, workers)} fine-tuning process(es); monai-modan {__version__}, torch {torch.__version__}, "
             f"MONAI {monai.__version__}, scikit-learn {sklearn.__version__}, SciPy {scipy.__version__}.")
@@ -476,148 +580,3 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environm
         fold_plan="; ".join(f"{task}: {path.relative_to(config.out_dir)}" for task, path in plan_paths.items()),
         repeat_seeds=config.repeat_seeds, val_fraction=r.val_fraction, model_selection=selection,
         label_fraction=config.label_fraction, notes=notes)
-
-
-def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool = True) -> dict[str, Path]:
-    """Run (or resume) the experiment and write its report; returns file name -> path of every file written.
-
-    Order: task -> init -> mode (fine-tuning, linear probing, logistic, kNN) -> repeat -> fold, then UMAP and the
-    report. Every init's weights are loaded once up front, so a missing or wrong file fails before any training; a
-    task's images are decoded when its first missing row is computed, and released after the task. With
-    ``config.workers > 1`` a task's fine-tuning folds are all submitted to a process pool at once and their rows
-    written, as they are collected, in the same order as a serial run.
-
-    Raises:
-        ExperimentError: bad settings, or ``out_dir`` holds results of other settings.
-        FoldPlanError, TaskDatalistError, CheckpointError, ImageLoadError: bad data or weights (the message names
-            the file).
-    """
-    from tqdm.auto import tqdm
-
-    from ..data.downstream import load_task_datalist
-    
-    if not isinstance(config, ExperimentConfig):
-        config = ExperimentConfig.from_dict(config)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
-    for spec in config.init_specs.values():  # fail now, not after hours of training on the first inits
-        spec.build_encoder(config.seed)
-
-    results = _CsvLog(out_dir / "results.csv", RESULT_FIELDS)
-    try:
-        rows = [AucRow.coerce(r) for r in results.rows]
-    except ValueError as e:
-        raise ExperimentError(f"{results.path}: {e}") from None
-    _check_out_dir(config, out_dir / "experiment.json", rows)
-    done = {_key(r) for r in rows}
-    if len(done) != len(rows):
-        raise ExperimentError(f"{results.path} holds duplicated rows; remove them to resume")
-    predictions = _CsvLog(out_dir / "predictions.csv", PREDICTION_FIELDS)
-    kept = [p for p in predictions.rows if _key(p) in done]  # scores of a fold whose row was never written
-    if len(kept) != len(predictions.rows):
-        predictions.rewrite(kept)
-    scores: dict[Key, list[tuple[int, float]]] = defaultdict(list)
-    for p in kept:
-        scores[_key(p)].append((int(p["label"]), float(p["score"])))
-    if rows:
-        logger.info("resuming in %s: %d result rows already present", out_dir, len(rows))
-
-    seeds = config.repeat_seeds
-    modes = [EvalMode(m) for m in config.modes]
-    run_modes: list[EvalMode] = [*modes, *config.frozen_feature_modes]
-    plan_paths: dict[str, Path] = {}
-    units_per_task = len(config.inits) * len(config.eval_modes) * config.repeats * config.folds
-    with tqdm(total=units_per_task * len(config.tasks), desc="experiment", unit="fold", disable=not progress) as bar:
-        for task, datalist in config.tasks.items():
-            items, _ = load_task_datalist(datalist)
-            plan_paths[task] = out_dir / "folds" / f"{task}.json"
-            todo = [(init, mode, r, f) for init in config.inits for mode in run_modes
-                    for r in range(config.repeats) for f in range(config.folds)]
-            todo = [u for u in todo if (u[0], u[1].value, task, u[2], u[3]) not in done]
-            try:  # a fold error names the task: the message alone says what, not which task
-                plan = load_or_make_folds(plan_paths[task], items, n_folds=config.folds, seed=config.fold_seed)
-                splits = {(r, f): _split(plan, f, config.recipe.val_fraction, seeds[r], config.label_fraction)
-                          for r in range(config.repeats) for f in range(config.folds)} if todo else {}
-            except FoldPlanError as e:
-                raise type(e)(f"task {task} ({datalist}): {e}") from e
-            bar.update(units_per_task - len(todo))
-            if not todo:
-                continue
-            host_images = TaskImages.load(items, config.recipe.image_size, progress=progress)
-            images = host_images.to(device)
-            features: dict[str, Any] = {}
-            pool: ProcessPoolExecutor | None = None
-            futures: dict[tuple, Future] = {}
-            parallel = [u for u in todo if u[1] == EvalMode.FINE_TUNING]
-            if config.workers > 1 and len(parallel) > 1:
-                pool = _fine_tune_pool(host_images, min(config.workers, len(parallel)), device)
-                futures = {u: pool.submit(_fine_tune_job, splits[(u[2], u[3])], config.init_specs[u[0]],
-                                          config.recipe, seeds[u[2]], str(device)) for u in parallel}
-            try:
-                for init, mode, r, f in todo:
-                    spec, mode_name = config.init_specs[init], mode.value
-                    bar.set_postfix_str(f"{task} {init} {mode_name} r{r} f{f}", refresh=False)
-                    train, val, test = splits[(r, f)]
-                    if mode in _FROZEN_FEATURE_MODES:
-                        key = feature_cache_key(spec, seeds[r])
-                        if key not in features:
-                            features[key] = embed(images, spec, seed=seeds[r], device=device,
-                                                  batch_size=config.recipe.eval_batch_size)
-                        x, y = features[key].cpu().numpy(), images.labels
-                        auc = (knn_auc(x[train], y[train], x[test], y[test], k=config.knn_k) if mode == EvalMode.KNN
-                               else logistic_auc(x[train], y[train], x[test], y[test], c=config.logistic_c))
-                    else:
-                        try:
-                            if (init, mode, r, f) in futures:
-                                auc, y_true, y_score = futures.pop((init, mode, r, f)).result()
-                            else:
-                                result = train_fold(images, None, (train, val, test), spec, mode, config.recipe,
-                                                    seeds[r], device, feature_cache=features)
-                                auc, y_true, y_score = result.auc, result.y_true, result.y_score
-                        except ValueError as e:  # name the fold: the message alone says what, not where
-                            raise ExperimentError(f"task {task} ({datalist}), init {init}, {mode_name}, repeat {r}, "
-                                                  f"fold {f}: {e}") from e
-                        pred = [{"init": init, "mode": mode_name, "task": task, "repeat": r, "fold": f,
-                                 "index": int(i), "label": int(t), "score": repr(float(s))}
-                                for i, t, s in zip(test, y_true, y_score)]
-                        predictions.append(pred)  # before the row: a row present implies its scores are present
-                        scores[(init, mode_name, task, r, f)] = [(int(t), float(s)) for t, s in zip(y_true, y_score)]
-                    row = AucRow(init=init, mode=mode_name, task=task, repeat=r, fold=f, auc=float(auc))
-                    results.append([row.as_dict()])
-                    rows.append(row)
-                    done.add(_key(row))
-                    bar.update(1)
-            finally:
-                if pool is not None:  # on an error: drop the queued folds, wait for the running ones
-                    pool.shutdown(wait=True, cancel_futures=True)
-            del images, host_images, features
-
-    embeddings = _umap_embeddings(config, device, progress) if config.umap_datalist else None
-    roc_data: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
-    for task in config.tasks:
-        for mode in modes:
-            units = [(init, r, f) for init in config.inits for r in range(config.repeats) for f in range(config.folds)]
-            lacking = [u for u in units if not scores.get((u[0], mode.value, task, u[1], u[2]))]
-            if lacking:  # predictions.csv was edited or removed: a partial ROC would misrepresent the rows
-                logger.warning("no ROC plot for %s %s: %d folds have no saved predictions in %s", task,
-                               mode.value, len(lacking), predictions.path)
-                continue
-            by_init: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-            for init, r, f in units:
-                pairs = scores[(init, mode.value, task, r, f)]
-                by_init[init].append((np.asarray([t for t, _ in pairs]), np.asarray([v for _, v in pairs])))
-            roc_data[f"{task} {mode.value}"] = dict(by_init)
-
-    task_pos = {t: i for i, t in enumerate(config.tasks)}
-    init_pos = {n: i for i, n in enumerate(config.inits)}
-    mode_pos = {m.value: i for i, m in enumerate(_MODE_ORDER)}
-    rows.sort(key=lambda r: (task_pos[r.task], mode_pos[r.mode], init_pos[r.init], r.repeat, r.fold))
-    written = write_report(rows, out_dir, config.reference_init, roc_data=roc_data or None, embeddings=embeddings,
-                           protocol=_protocol(config, plan_paths, _environment(device, config.workers)),
-                           init_order=list(config.inits),
-                           task_order=list(config.tasks), title=config.title, seed=config.seed)
-    written["predictions.csv"] = predictions.path
-    written["experiment.json"] = out_dir / "experiment.json"
-    written.update({f"folds/{task}.json": path for task, path in plan_paths.items()})
-    return written

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
 from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
+from .embedding import umap_panels
 from .folds import VALIDATION_SPLIT_METHOD
 from .stats import RESULT_FIELDS, WILCOXON_ZERO_METHOD, AucRow, EvalMode, InitSummary, compare_inits, fold_auc
 
@@ -129,6 +131,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def _box_plot(cells: Sequence[InitSummary], mode: str, task: str, path: Path) -> None:
+    # lazy: matplotlib is imported only when a figure is drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(1.2 * len(cells) + 2.5, 4.0))
@@ -147,8 +150,8 @@ def _box_plot(cells: Sequence[InitSummary], mode: str, task: str, path: Path) ->
 
 
 def _roc_plot(key: str, by_init: Mapping[str, Sequence[tuple[Any, Any]]], path: Path) -> None:
+    # lazy: matplotlib is imported only when a figure is drawn
     from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
 
     grid = np.linspace(0.0, 1.0, 201)
     fig = Figure(figsize=(5.0, 5.0))
@@ -281,8 +284,6 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
         _roc_plot(key, by_init, put(name))
         roc_plots.append((key, name))
     if embeddings:
-        from .embedding import umap_panels
-
         umap_panels(embeddings, put("umap.png"), seed=seed)
 
     lines = [f"# {title}", "", "## Protocol", "", *_protocol_lines(protocol, summaries, reference_init), ""]

@@ -1,8 +1,11 @@
-"""Two-view augmentation for contrastive pretraining: MONAI transforms (per image) and a batched device twin."""
+"""Two-view augmentation for contrastive pretraining: one recipe (:class:`TwoViewRecipe`), applied by MONAI transforms
+(per image, :class:`TwoViewAugment` / :class:`TwoViewAugmentd`) and by a batched device twin
+(:class:`BatchedTwoViewAugment`)."""
 
 from __future__ import annotations
 
 from monai_modan.transforms.batched import BatchedTwoViewAugment, TwoViewParameters
+from monai_modan.transforms.recipe import TwoViewRecipe
 from monai_modan.transforms.two_view import (
     BrightnessContrast,
     CropBox,
@@ -11,6 +14,7 @@ from monai_modan.transforms.two_view import (
     RandResizedCrop,
     RandResizedCropd,
     ResizedCrop,
+    TwoViewAugment,
     TwoViewAugmentd,
     ViewParameters,
 )
@@ -24,7 +28,9 @@ __all__ = [
     "RandResizedCrop",
     "RandResizedCropd",
     "ResizedCrop",
+    "TwoViewAugment",
     "TwoViewAugmentd",
     "TwoViewParameters",
+    "TwoViewRecipe",
     "ViewParameters",
 ]

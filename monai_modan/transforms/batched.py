@@ -1,5 +1,6 @@
-"""Device-resident, batched two-view augmentation: the distributions of :class:`~monai_modan.transforms.two_view.
-TwoViewAugmentd`, computed for a whole batch at once on the batch's device.
+"""Device-resident, batched two-view augmentation: the recipe (:class:`~monai_modan.transforms.recipe.TwoViewRecipe`)
+and distributions of :class:`~monai_modan.transforms.two_view.TwoViewAugment`, computed for a whole batch at once on
+the batch's device.
 
 Every parameter is drawn per sample and per view with torch ops on the device (no Python loop over samples, no host
 sync): the crop's rejection sampling draws all 10 candidates of every view at once and keeps the first that fits
@@ -10,15 +11,16 @@ affine); brightness/contrast are evaluated in both orders and selected per view.
 Antialiasing (be aware): ``grid_sample`` reads 2x2 source pixels per output pixel, so a crop downsampled by a factor
 ``f > ~2`` skips source pixels and aliases (moire on fine texture; noise and speckle look sharper than in the
 per-image path, whose torchvision resize averages over the whole footprint). It matters only when crops are larger
-than ``size``: pretraining at the source resolution (224 px images, ``size=224``) never downsamples (a crop is at
-most the image), while 224 px images at ``size=64`` downsample by up to 3.5x. With ``antialias=True`` (default)
-each view's source is first blurred with a separable Gaussian whose width follows that view's downsampling factor
-``f`` (crop size / ``size``, per axis): ``sigma^2 = (f^2 - 1) / 6``, so that blur + bilinear tent have the variance
-``f^2 / 6`` of the triangle filter that ``F.interpolate(antialias=True)`` (torchvision, the per-image path) uses;
-``sigma = 0`` when ``f <= 1``. (The skimage / MONAI ``Resize`` rule ``sigma = (f - 1) / 2`` blurs less: on white noise
-at ``f`` 1.5-3 it left 30 % more standard deviation than the per-image path; this rule is within 3 %.) It is one
-grouped convolution per axis over the ``B * V`` copies, skipped statically when no crop can be downsampled; it costs
-a float copy ``[B * V, C, H, W]`` and ``2 * (2r + 1)`` multiply-adds per source pixel, ``r = ceil(4 sigma_max)``.
+than ``image_size``: pretraining at the source resolution (224 px images, ``image_size=224``) never downsamples (a
+crop is at most the image), while 224 px images at ``image_size=64`` downsample by up to 3.5x. With
+``antialias=True`` (default) each view's source is first blurred with a separable Gaussian whose width follows that
+view's downsampling factor ``f`` (crop size / ``image_size``, per axis): ``sigma^2 = (f^2 - 1) / 6``, so that blur +
+bilinear tent have the variance ``f^2 / 6`` of the triangle filter that ``F.interpolate(antialias=True)``
+(torchvision, the per-image path) uses; ``sigma = 0`` when ``f <= 1``. (The skimage / MONAI ``Resize`` rule
+``sigma = (f - 1) / 2`` blurs less: on white noise at ``f`` 1.5-3 it left 30 % more standard deviation than the
+per-image path; this rule is within 3 %.) It is one grouped convolution per axis over the ``B * V`` copies, skipped
+statically when no crop can be downsampled; it costs a float copy ``[B * V, C, H, W]`` and ``2 * (2r + 1)``
+multiply-adds per source pixel, ``r = ceil(4 sigma_max)``.
 Outputs agree with the per-image path to interpolation accuracy when no view is downsampled (the interpolation is
 the same except in the outermost half pixel of an upsampled crop, which ``grid_sample`` reads from beyond the crop;
 through the contrast jitter, which scales about the image mean, that border difference reaches every pixel at the
@@ -30,21 +32,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_modan.utils.device import same_device
-from monai_modan.transforms.two_view import (
+from monai_modan.transforms.recipe import (
     MAX_CROP_ATTEMPTS,
+    TwoViewRecipe,
     central_crop_box,
-    check_crop_ranges,
-    check_pair,
-    check_probability,
-    jitter_factor_range,
+    deprecated_size_argument,
 )
+from monai_modan.utils.device import same_device
 
 __all__ = ["TwoViewParameters", "BatchedTwoViewAugment"]
 
@@ -68,42 +68,52 @@ class TwoViewParameters(NamedTuple):
 
 
 class BatchedTwoViewAugment(nn.Module):
-    """Batched two-view augmentation ``[B, C, H, W]`` -> ``[B, V, C, size, size]`` float32 in [0, 1], on the input's
-    device. The arguments mean what they mean for :class:`~monai_modan.transforms.two_view.TwoViewAugmentd`.
+    """Batched two-view augmentation ``[B, C, H, W]`` -> ``[B, V, C, *image_size]`` float32 in [0, 1], on the input's
+    device, ``V = num_views``, ``image_size`` in pixels.
 
     Inputs are uint8 (scaled by 1/255) or float in [0, 1] (not checked: that would need a host sync; outputs are
     clamped). Randomness comes from ``generator`` (a ``torch.Generator`` on the images' device, or an int seed);
     the same seed on the same device type gives the same views, CPU and CUDA streams differ.
+
+    Args:
+        image_size, num_views, scale, ratio, flip_prob, jitter_strength, jitter_prob, antialias: the fields of
+            :class:`~monai_modan.transforms.recipe.TwoViewRecipe` (its defaults and validation, shared with
+            :class:`~monai_modan.transforms.two_view.TwoViewAugment`); ``None`` keeps ``recipe``'s value.
+        recipe: the recipe to start from (default ``TwoViewRecipe()``); the keyword arguments above override it.
+        size: deprecated name of ``image_size`` (FutureWarning; removed in 0.2.0).
     """
 
+    @deprecated_size_argument
     def __init__(
         self,
-        size: int | Sequence[int] = 64,
-        num_views: int = 2,
-        scale: Sequence[float] = (0.2, 1.0),
-        ratio: Sequence[float] = (3 / 4, 4 / 3),
-        flip_prob: float = 0.5,
-        jitter_strength: float = 0.4,
-        jitter_prob: float = 0.8,
-        antialias: bool = True,
+        image_size: int | Sequence[int] | None = None,
+        num_views: int | None = None,
+        scale: Sequence[float] | None = None,
+        ratio: Sequence[float] | None = None,
+        flip_prob: float | None = None,
+        jitter_strength: float | None = None,
+        jitter_prob: float | None = None,
+        antialias: bool | None = None,
+        recipe: TwoViewRecipe | None = None,
+        size: Any = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_views, int) or num_views < 1:
-            raise ValueError(f"num_views must be a positive int, got {num_views!r}")
-        self.size = check_pair("size", size)
-        self.num_views = num_views
-        self.scale, self.ratio = check_crop_ranges(scale, ratio)
-        self.flip_prob = check_probability("flip_prob", flip_prob)
-        self.factor_range = jitter_factor_range(jitter_strength)
-        self.jitter_prob = check_probability("jitter_prob", jitter_prob)
-        self.antialias = antialias
+        self.recipe = TwoViewRecipe.build(
+            recipe, image_size=image_size, num_views=num_views, scale=scale, ratio=ratio, flip_prob=flip_prob,
+            jitter_strength=jitter_strength, jitter_prob=jitter_prob, antialias=antialias,
+        )
+
+    @property
+    def num_views(self) -> int:
+        return self.recipe.num_views
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Output (height, width) of each view, pixels."""
+        return self.recipe.image_size  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return (
-            f"size={self.size}, num_views={self.num_views}, scale={self.scale}, ratio={self.ratio}, "
-            f"flip_prob={self.flip_prob}, factor_range={self.factor_range}, jitter_prob={self.jitter_prob}, "
-            f"antialias={self.antialias}"
-        )
+        return repr(self.recipe)
 
     @torch.no_grad()
     def sample_parameters(
@@ -127,16 +137,18 @@ class BatchedTwoViewAugment(nn.Module):
             return torch.rand(shape + extra, generator=generator, device=device)
 
         # torchvision's rejection loop, vectorised: all candidates at once, the first one that fits wins
+        recipe = self.recipe
+        scale, ratio = recipe.scale, recipe.ratio
         area = float(height * width)
-        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
-        target_area = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * uniform(MAX_CROP_ATTEMPTS))
+        log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * uniform(MAX_CROP_ATTEMPTS))
         aspect = torch.exp(log_low + (log_high - log_low) * uniform(MAX_CROP_ATTEMPTS))
         crop_w = torch.sqrt(target_area * aspect).round()
         crop_h = torch.sqrt(target_area / aspect).round()
         fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
         first = fits.to(torch.uint8).argmax(dim=-1, keepdim=True)  # index of the first True (0 when none)
         found = fits.any(dim=-1)
-        fallback = central_crop_box(height, width, self.ratio)
+        fallback = central_crop_box(height, width, ratio)
         crop_h = torch.where(found, crop_h.gather(-1, first).squeeze(-1), float(fallback.height))
         crop_w = torch.where(found, crop_w.gather(-1, first).squeeze(-1), float(fallback.width))
         # offsets uniform over the integers 0 .. H - h (torch.randint's distribution); the clamp guards rounding
@@ -146,16 +158,16 @@ class BatchedTwoViewAugment(nn.Module):
         left = torch.where(found, left, float(fallback.left))
         crop_box = torch.stack([top, left, crop_h, crop_w], dim=-1).long()
 
-        flip = uniform() < self.flip_prob
-        jitter = uniform() < self.jitter_prob
-        low, high = self.factor_range
+        flip = uniform() < recipe.flip_prob
+        jitter = uniform() < recipe.jitter_prob
+        low, high = recipe.factor_range
         brightness = torch.where(jitter, low + (high - low) * uniform(), 1.0)
         contrast = torch.where(jitter, low + (high - low) * uniform(), 1.0)
         brightness_first = (uniform() < 0.5) | ~jitter
         return TwoViewParameters(crop_box, flip, jitter, brightness, contrast, brightness_first)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | int | None = None) -> torch.Tensor:
-        """``images`` ``[B, C, H, W]`` uint8 or float in [0, 1] -> views ``[B, V, C, size, size]`` float32."""
+        """``images`` ``[B, C, H, W]`` uint8 or float in [0, 1] -> views ``[B, V, C, *image_size]`` float32."""
         images = self._check_images(images)
         if isinstance(generator, int):
             generator = torch.Generator(device=images.device).manual_seed(generator)
@@ -167,13 +179,13 @@ class BatchedTwoViewAugment(nn.Module):
 
     def apply(self, images: torch.Tensor, params: TwoViewParameters) -> torch.Tensor:
         """Augment ``images`` ``[B, C, H, W]`` with given parameters (``crop_box`` ``[B, V, 4]`` etc., on the images'
-        device; boxes are trusted to fit) -> ``[B, V, C, size, size]`` float32 in [0, 1]."""
+        device; boxes are trusted to fit) -> ``[B, V, C, *image_size]`` float32 in [0, 1]."""
         images = self._check_images(images)
         batch, channels, height, width = images.shape
         if params.crop_box.ndim != 3 or params.crop_box.shape[0] != batch or params.crop_box.shape[2] != 4:
             raise ValueError(f"crop_box must be [B={batch}, V, 4], got {tuple(params.crop_box.shape)}")
         views = params.crop_box.shape[1]
-        out_h, out_w = self.size
+        out_h, out_w = self.image_size
 
         # crop box -> affine in normalised coordinates (align_corners=False: -1 and 1 are the outer pixel edges)
         top, left, crop_h, crop_w = params.crop_box.to(torch.float32).unbind(-1)
@@ -188,7 +200,7 @@ class BatchedTwoViewAugment(nn.Module):
         ).reshape(batch * views, 2, 3)
         source = images.unsqueeze(1).expand(batch, views, channels, height, width)
         source = source.reshape(batch * views, channels, height, width)
-        if self.antialias and (height > out_h or width > out_w):  # static: some crop may be downsampled
+        if self.recipe.antialias and (height > out_h or width > out_w):  # static: some crop may be downsampled
             source = _gaussian_blur_per_image(
                 source,
                 _antialias_sigma(crop_h / out_h).reshape(-1),

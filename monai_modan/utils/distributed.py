@@ -27,6 +27,7 @@ __all__ = [
     "is_distributed",
     "world_size",
     "rank",
+    "barrier",
     "gather_with_grad",
     "gather_no_grad",
 ]
@@ -66,6 +67,12 @@ def world_size() -> int:
 def rank() -> int:
     """Rank of this process in the default group (0 when torch.distributed is not initialised)."""
     return dist.get_rank() if _initialised() else 0
+
+
+def barrier() -> None:
+    """Wait until every rank of the default group arrives here (nothing without an initialised process group)."""
+    if _initialised():
+        dist.barrier()
 
 
 def is_distributed() -> bool:
