@@ -279,7 +279,10 @@ def test_export_load_round_trip(tmp_path, fmt, stem, trained_encoder):
     model = SupervisedModel(trained_encoder(stem), num_classes=3)
     path = export_encoder(model, tmp_path / f"encoder-{fmt}.pt", fmt=fmt)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
-    loaded = load_encoder(path, stem=stem)
+    if fmt == ExportFormat.TORCHSCRIPT:  # an archive runs code on load: refused unless opted in
+        with pytest.raises(CheckpointError, match="TorchScript archive"):
+            load_encoder(path, stem=stem)
+    loaded = load_encoder(path, stem=stem, allow_torchscript=fmt == ExportFormat.TORCHSCRIPT)
     assert isinstance(loaded, ResNet18Encoder) and loaded.stem == StemType(stem)
     assert all(t.device.type == "cpu" for t in [*loaded.parameters(), *loaded.buffers()])
     x = torch.randn(SMALL)

@@ -8,5 +8,6 @@ from .export import (
     export_encoder,
     from_torchvision_state_dict,
     load_encoder,
+    refuse_torchscript,
     to_torchvision_state_dict,
 )

@@ -7,8 +7,10 @@ differ in one thing: MONAI's 1x1 shortcut convolutions carry a bias (``layer{2,3
 folded exactly into the BatchNorm's running mean (``running_mean - bias``): in eval mode
 ``BN(Wx + b) == BN'(Wx)``, and in training mode batch statistics cancel a constant bias anyway.
 
-Checkpoints are always read with ``torch.load(..., weights_only=True)``; TorchScript archives (code + weights)
-are recognised by their ``constants.pkl`` member and read with ``torch.jit.load``.
+Checkpoints are always read with ``torch.load(..., weights_only=True)``. TorchScript archives (code + weights) are
+recognised by their ``constants.pkl`` zip member (the names are listed, nothing is unpickled) and refused: loading one
+runs code from the file (a scripted module's ``__setstate__`` executes inside ``torch.jit.load``). Only a caller that
+passes ``allow_torchscript=True`` gets them read with ``torch.jit.load``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "from_torchvision_state_dict",
     "export_encoder",
     "load_encoder",
+    "refuse_torchscript",
 ]
 
 # prefixes added by DistributedDataParallel/DataParallel (module.) and torch.compile (_orig_mod.)
@@ -244,10 +247,33 @@ def _encoder_from(sd: Mapping[str, torch.Tensor], stem: StemType, in_channels: i
 
 
 def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip with a ``constants.pkl`` member, the test ``torch.load`` uses
+    to dispatch to ``torch.jit.load``. Only the zip directory is read."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # a damaged directory: torch.load(weights_only=True) refuses it
+        return False
+
+
+def refuse_torchscript(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` when ``path`` is a TorchScript archive (which can run code on load).
+
+    The check lists the zip's member names only; nothing from the file is unpickled or executed. The one-line
+    message names the file, the risk, how to convert the archive to a plain state dict in a trusted session and how
+    to opt in (``allow_torchscript=True``).
+    """
+    path = Path(path)
+    if path.is_file() and _is_torchscript(path):
+        raise CheckpointError(
+            f"{path}: a TorchScript archive (code + weights), refused because loading it runs code from the file "
+            f"(torch.jit.load executes the scripted modules' __setstate__); convert it once in a trusted session with "
+            f"`torch.save(torch.jit.load({str(path)!r}).state_dict(), 'encoder_state_dict.pt')` and load that file, "
+            "or, only for a file you trust, opt in with allow_torchscript=True (experiment: --allow-torchscript or "
+            "`allow_torchscript: true`; bundles: --allow_torchscript True)"
+        )
 
 
 def _unpickler_reason(error: Exception) -> str:
@@ -273,14 +299,23 @@ def _find_state_dict(obj: object, source: str, where: str = "the top level") -> 
 
 
 def load_encoder(
-    path: str | Path, stem: StemType | str | None = None, in_channels: int = 1, map_location: str = "cpu"
+    path: str | Path,
+    stem: StemType | str | None = None,
+    in_channels: int = 1,
+    map_location: str = "cpu",
+    *,
+    allow_torchscript: bool = False,
 ) -> ResNet18Encoder:
     """Load encoder weights from any format :func:`export_encoder` writes, or from a training checkpoint.
 
     Accepted: a MONAI-layout or torchvision-layout state dict (torchvision RGB weights are converted by
     :func:`from_torchvision_state_dict`); a checkpoint ``{"model": state_dict, ...}`` whose model is a
     ``ContrastiveModel``/``SupervisedModel``/``ResNet18Encoder``, possibly DDP- or compile-wrapped (``module.``,
-    ``_orig_mod.`` and ``encoder.`` prefixes stripped, heads ignored); a TorchScript encoder.
+    ``_orig_mod.`` and ``encoder.`` prefixes stripped, heads ignored); a TorchScript encoder only with
+    ``allow_torchscript=True``.
+
+    This is the one loader of encoder weights: every entry point (``InitSpec.build_encoder``, the experiment runner
+    and CLI, the bundles) reads weights through it.
 
     Args:
         path: the file.
@@ -288,20 +323,28 @@ def load_encoder(
             weights, ``conv3x3`` centre-crops the stem with a warning (see :func:`from_torchvision_state_dict`).
         in_channels: input channels of the returned encoder.
         map_location: device for the returned encoder's weights.
+        allow_torchscript: read a TorchScript archive with ``torch.jit.load``. **This runs code from the file** (a
+            scripted module's ``__setstate__`` executes during loading, with the rights of this process): pass True
+            only for a file you trust. By default such a file is refused (see :func:`refuse_torchscript`).
 
     Returns:
         a ``ResNet18Encoder`` in training mode (call ``.eval()`` for inference), ``[B, C, H, W]`` -> ``[B, 512]``.
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: not a weights file, refused by ``weights_only`` loading, or weights that do not fit
-            (the message names the first offending keys).
+        CheckpointError: not a weights file, a TorchScript archive without ``allow_torchscript=True``, refused by
+            ``weights_only`` loading, or weights that do not fit (the message names the first offending keys).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     source = str(path)
+    if not isinstance(allow_torchscript, bool):  # "false" from a config file must not read as True
+        raise TypeError(f"{source}: allow_torchscript must be True or False, got {allow_torchscript!r} (bundles: "
+                        "write --allow_torchscript True)")
     if _is_torchscript(path):
+        if not allow_torchscript:
+            refuse_torchscript(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)

@@ -17,7 +17,7 @@ import torch
 from monai.utils import StrEnum
 
 from .encoder import ResNet18Encoder, StemType, build_encoder
-from .export import CheckpointError, load_encoder
+from .export import CheckpointError, load_encoder, refuse_torchscript
 
 __all__ = ["IMAGENET_GREY_MEAN", "IMAGENET_GREY_STD", "IMAGENET_PREFIX", "InitKind", "InitSpec"]
 
@@ -51,12 +51,16 @@ class InitSpec:
             every later layer see features at twice the resolution it was trained on (see
             :func:`~monai_modan.networks.from_torchvision_state_dict`); ``checkpoint``: ``None`` reads the stem from
             the weights (a given stem must match them).
+        allow_torchscript: accept a TorchScript archive as the weights file. **Loading one runs code from the
+            file** (see :func:`~monai_modan.networks.export.load_encoder`); off by default, so such a file is
+            refused with a message on how to convert it to a state dict.
     """
 
     name: str
     kind: InitKind
     path: Path | None = None
     stem: StemType | None = None
+    allow_torchscript: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", InitKind(self.kind))
@@ -68,14 +72,22 @@ class InitSpec:
             raise ValueError(f"init {self.name!r}: a {self.kind} initialisation needs a weights file")
         if self.kind == InitKind.IMAGENET and self.stem not in (None, StemType.CONV7X7):
             raise ValueError(f"init {self.name!r}: ImageNet weights are used with the conv7x7 stem only")
+        if not isinstance(self.allow_torchscript, bool):
+            raise ValueError(f"init {self.name!r}: allow_torchscript must be True or False, got "
+                             f"{self.allow_torchscript!r}")
 
     @classmethod
-    def parse(cls, name: str, value: str | Path | None) -> InitSpec:
+    def parse(cls, name: str, value: str | Path | None, allow_torchscript: bool = False) -> InitSpec:
         """``None``/``"scratch"`` -> scratch; ``"imagenet:<path>"`` -> a local torchvision ``resnet18`` file; any
         other value -> the path of a monai-modan pretraining checkpoint or exported encoder.
 
+        ``allow_torchscript`` (off by default) lets the weights file be a TorchScript archive, whose loading runs
+        code from the file (see :attr:`allow_torchscript`).
+
         Raises:
             FileNotFoundError: the weights file does not exist (names the init).
+            CheckpointError: the weights file is a TorchScript archive and ``allow_torchscript`` is off (only the
+                zip's member names are read; :meth:`build_encoder` checks again).
             ValueError: an empty name or ``"imagenet:"`` without a path.
         """
         name = str(name)
@@ -83,7 +95,7 @@ class InitSpec:
             raise ValueError(f"an init needs a non-empty name, got {name!r}")
         text = None if value is None else str(value).strip()
         if text is None or text.lower() == InitKind.SCRATCH:
-            return cls(name, InitKind.SCRATCH, stem=StemType.CONV3X3)
+            return cls(name, InitKind.SCRATCH, stem=StemType.CONV3X3, allow_torchscript=allow_torchscript)
         if text.lower().startswith(IMAGENET_PREFIX):
             path_text = text[len(IMAGENET_PREFIX):].strip()
             if not path_text:
@@ -96,7 +108,13 @@ class InitSpec:
             kind, path = InitKind.CHECKPOINT, Path(text).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"init {name!r}: weights file {path} not found")
-        return cls(name, kind, path, StemType.CONV7X7 if kind == InitKind.IMAGENET else None)
+        if allow_torchscript is not True:  # refuse at configuration time, before any run starts
+            try:
+                refuse_torchscript(path)
+            except CheckpointError as e:
+                raise CheckpointError(f"init {name!r} ({kind}): {e}") from None
+        return cls(name, kind, path, StemType.CONV7X7 if kind == InitKind.IMAGENET else None,
+                   allow_torchscript=allow_torchscript)
 
     @property
     def value(self) -> str:
@@ -135,14 +153,15 @@ class InitSpec:
 
         Raises:
             FileNotFoundError: the weights file has gone.
-            CheckpointError: the file is not encoder weights or does not fit the ResNet-18 (message names the init).
+            CheckpointError: the file is not encoder weights, does not fit the ResNet-18, or is a TorchScript
+                archive and :attr:`allow_torchscript` is off (message names the init).
         """
         if self.kind == InitKind.SCRATCH:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
                 return build_encoder(self.stem or StemType.CONV3X3)
         try:
-            return load_encoder(self.path, stem=self.stem)
+            return load_encoder(self.path, stem=self.stem, allow_torchscript=self.allow_torchscript)
         except FileNotFoundError:
             raise FileNotFoundError(f"init {self.name!r}: weights file {self.path} not found") from None
         except CheckpointError as e:
