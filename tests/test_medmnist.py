@@ -114,3 +114,32 @@ def test_multilabel_and_size_variants(space, tmp_path):
     first = result.records[0]
     assert (first.labels["modality"], first.labels["anatomy"]) == ("XR", "chest")
     assert first.extra["task_label"] == arrays["train_labels"][0].tolist() and first.extra["dataset"] == "chestmnist_64"
+
+
+def test_images_no_reader_can_show_are_refused(space, tmp_path):
+    labels = np.zeros((3, 1), np.uint8)
+    cases = {
+        "complex": (np.ones((3, 8, 8), np.complex64), r"train_images has pixel type complex64; expected integer"),
+        "twochannel": (np.zeros((3, 8, 8, 2), np.uint8), r"train_images has shape \(3, 8, 8, 2\): 2 channels per"),
+        "nopixels": (np.zeros((3, 0, 8), np.uint8), r"train_images has shape \(3, 0, 8\): images without pixels"),
+    }
+    for stem, (images, message) in cases.items():
+        path = _write(tmp_path / f"{stem}.npz", train_images=images, train_labels=labels)
+        with pytest.raises(MedMNISTError, match=rf"{stem}\.npz: {message}"):
+            index_medmnist(path, space, modality_anatomy={stem: ("CT", "chest")}, splits=("train",))
+
+
+def test_float_images_with_nan_are_refused_or_skipped_one_by_one(space, tmp_path):
+    images = np.random.default_rng(1).random((5, 8, 8)).astype(np.float32)
+    images[1, 3, 3] = np.nan
+    images[4] = np.inf
+    path = _write(tmp_path / "floaty.npz", train_images=images, train_labels=np.arange(5)[:, None])
+    mapping = {"floaty": ("CT", "chest")}
+    with pytest.raises(MedMNISTError, match=r"floaty\.npz: train_images: 2 of 5 images have NaN/Inf pixel values "
+                                            r"\(first indices \[1, 4\]\)"):
+        index_medmnist(path, space, modality_anatomy=mapping, splits=("train",))
+    result = index_medmnist(path, space, modality_anatomy=mapping, splits=("train",), strict=False)
+    assert [r.extra["task_label"] for r in result.records] == [0, 2, 3]
+    assert [(s.path, s.reason) for s in result.skipped] == [
+        (medmnist_reference(path, "train", 1), "non-finite pixels"), (medmnist_reference(path, "train", 4),
+                                                                     "non-finite pixels")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -417,3 +419,306 @@ def test_invalid_arguments():
         LoadGrayscaleImage(percentiles=(50, 10))
     with pytest.raises(ValueError):
         LoadGrayscaleImage(frame="max_intensity")
+
+
+# ------------------------------------------------------------------- NRRD / MetaImage volumes (SimpleITK)
+
+ITK_FORMATS = [".nrrd", ".nhdr", ".mha", ".mhd"]  # .nhdr and .mhd write their pixels to a separate .raw
+
+
+def _lps_reference_volume() -> np.ndarray:
+    """``[z (I->S), y (A->P), x (R->L)]`` with distinct slices: the reference the reader's slices are checked on."""
+    vol = np.random.default_rng(3).integers(-1000, 3000, (7, 9, 11)).astype(np.int16)
+    vol[:, 0, 0] = 3000  # row 0, column 0: anterior, patient's right -- the top left of a radiological view
+    vol[:, -1, -1] = -1000
+    return vol
+
+
+def _write_itk(path: Path, array: np.ndarray, direction=None, compress: bool = False, is_vector: bool = False) -> Path:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array, isVector=is_vector)
+    if direction is not None:
+        image.SetDirection(direction)
+    sitk.WriteImage(image, str(path), useCompression=compress)
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("suffix", ITK_FORMATS)
+def test_itk_volume_slices_match_the_array_written(tmp_path, suffix, compress):
+    vol = _lps_reference_volume()
+    path = _write_itk(tmp_path / f"vol{suffix}", vol, compress=compress)  # identity direction: axes point L, P, S
+    load = lambda **kw: LoadGrayscaleImage(None, percentiles=FULL_RANGE, **kw)(path)[0].numpy()
+    middle = load()
+    assert middle.shape == (9, 11)
+    np.testing.assert_allclose(middle, minmax(vol[3]), atol=1e-6)  # n // 2 of 7 slices, counted from inferior
+    np.testing.assert_allclose(load(frame="first"), minmax(vol[0]), atol=1e-6)
+    np.testing.assert_allclose(load(frame_index=5), minmax(vol[5]), atol=1e-6)
+    np.testing.assert_allclose(load(frame_index=-1), minmax(vol[6]), atol=1e-6)
+    assert middle[0, 0] == 1.0 and middle[-1, -1] == 0.0  # anterior-right at the top left, not flipped
+    with pytest.raises(ImageLoadError, match=rf"vol{re.escape(suffix)}: .*frame index 7 out of range for 7 frame"):
+        load(frame_index=7)
+    resized = LoadGrayscaleImage(32)(path)
+    assert tuple(resized.shape) == (1, 32, 32) and resized.meta["filename_or_obj"] == str(path)
+
+
+def test_itk_volume_is_reoriented_to_the_radiological_axial_view(tmp_path):
+    ref = _lps_reference_volume().astype(np.float32)  # what an LPS-stored volume shows, slice by slice
+    expected = load_grayscale(_write_itk(tmp_path / "lps.nrrd", ref), percentiles=FULL_RANGE)
+    np.testing.assert_allclose(expected, minmax(ref[3]), atol=1e-6)
+    # the same anatomy stored with every axis flipped (axes pointing R, A, I) ...
+    flipped = _write_itk(tmp_path / "rai.mha", ref[::-1, ::-1, ::-1].copy(), direction=(-1, 0, 0, 0, -1, 0, 0, 0, -1))
+    # ... and stored sagittally: index axis i points S, j points L, k points P (array order [k, j, i])
+    permuted = _write_itk(tmp_path / "sag.nrrd", ref.transpose(1, 2, 0).copy(), direction=(0, 1, 0, 0, 0, 1, 1, 0, 0))
+    for path in (flipped, permuted):
+        np.testing.assert_allclose(load_grayscale(path, percentiles=FULL_RANGE), expected, atol=1e-6, err_msg=path.name)
+    # and an independent path: nibabel writes the same anatomy as RAS+ NIfTI (x -> R, y -> A, z -> S)
+    ras = ref[:, ::-1, ::-1].transpose(2, 1, 0)  # [x (L->R), y (P->A), z (I->S)]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(ras), np.eye(4)), tmp_path / "ras.nii.gz")
+    np.testing.assert_allclose(load_grayscale(tmp_path / "ras.nii.gz", percentiles=FULL_RANGE), expected, atol=1e-6)
+
+
+def test_itk_2d_image_as_stored_and_rgb(tmp_path):
+    plane = np.linspace(0, 500, 6 * 10).reshape(6, 10).astype(np.float32)  # [y, x] = rows, columns
+    grey = load_grayscale(_write_itk(tmp_path / "flat.mha", plane, direction=(-1, 0, 0, -1)), percentiles=FULL_RANGE)
+    np.testing.assert_allclose(grey, minmax(plane), atol=1e-6)  # direction cosines of a 2-D image are not applied
+    rgb = np.random.default_rng(4).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    colour = load_grayscale(_write_itk(tmp_path / "colour.nrrd", rgb, is_vector=True))
+    np.testing.assert_allclose(colour, rgb @ BT601 / 255.0, atol=1e-6)
+    with pytest.raises(ImageLoadError, match=r"flat\.mha: .*frame index 2 out of range for 1 frame"):
+        load_grayscale(tmp_path / "flat.mha", frame=2)
+
+
+def test_itk_4d_and_vector_images(tmp_path):
+    import SimpleITK as sitk
+
+    vol = _lps_reference_volume()
+    one_time_point = sitk.JoinSeries([sitk.GetImageFromArray(vol)])
+    sitk.WriteImage(one_time_point, str(tmp_path / "t1.nrrd"))
+    np.testing.assert_allclose(load_grayscale(tmp_path / "t1.nrrd", percentiles=FULL_RANGE), minmax(vol[3]), atol=1e-6)
+    series = sitk.JoinSeries([sitk.GetImageFromArray(vol)] * 2)
+    sitk.WriteImage(series, str(tmp_path / "t2.nrrd"))
+    with pytest.raises(ImageLoadError, match=r"t2\.nrrd: 4-D image of size \(11, 9, 7, 2\); expected a 2-D image or"):
+        load_grayscale(tmp_path / "t2.nrrd")
+    field = _write_itk(tmp_path / "field.mha", np.zeros((4, 5, 6, 3), np.float32), is_vector=True)
+    with pytest.raises(ImageLoadError, match=r"field\.mha: 3 components per pixel .*expected one grey value"):
+        load_grayscale(field)
+    pair = _write_itk(tmp_path / "pair.mha", np.zeros((4, 5, 6, 2), np.uint8), is_vector=True)
+    with pytest.raises(ImageLoadError, match=r"pair\.mha: 2 components per pixel"):
+        load_grayscale(pair)
+
+
+def test_itk_masked_nan_voxels_and_non_finite_slices(tmp_path):
+    vol = _lps_reference_volume().astype(np.float32)
+    vol[3, :4, :] = np.nan  # masked out voxels in the middle slice
+    vol[0] = np.nan  # a slice entirely outside the mask
+    vol[6, 2, 2] = np.inf
+    path = _write_itk(tmp_path / "masked.nrrd", vol)
+    grey = load_grayscale(path, percentiles=FULL_RANGE)
+    assert np.all(grey[:4] == 0)  # shown as 0, and left out of the statistics:
+    np.testing.assert_allclose(grey[4:], minmax(vol[3, 4:]), atol=1e-6)
+    with pytest.raises(ImageLoadError, match=r"masked\.nrrd: all 99 pixel values of axial slice 0 of 7 are NaN"):
+        load_grayscale(path, frame="first")
+    with pytest.raises(ImageLoadError, match=r"masked\.nrrd: non-finite pixel values \(1 of 99 pixel values of axial "
+                                             r"slice 6 of 7 are Inf\)"):
+        load_grayscale(path, frame=-1)
+    nib.save(nib.Nifti1Image(np.full((4, 5, 3), np.nan, np.float32), np.eye(4)), tmp_path / "void.nii.gz")
+    with pytest.raises(ImageLoadError, match=r"void\.nii\.gz: all 20 pixel values of axial slice 1 of 3 are NaN"):
+        load_grayscale(tmp_path / "void.nii.gz")
+
+
+def test_itk_bad_files(tmp_path):
+    vol = _lps_reference_volume()
+    _write_itk(tmp_path / "lost.mhd", vol)
+    (tmp_path / "lost.raw").unlink()
+    _write_itk(tmp_path / "cut.mhd", vol)
+    (tmp_path / "cut.raw").write_bytes((tmp_path / "cut.raw").read_bytes()[:100])
+    _write_itk(tmp_path / "alone.mhd", vol)
+    nrrd = _write_itk(tmp_path / "full.nrrd", vol).read_bytes()
+    (tmp_path / "cut.nrrd").write_bytes(nrrd[:-50])
+    (tmp_path / "junk.nrrd").write_bytes(b"hello, not a volume")
+    (tmp_path / "junk.mha").write_bytes(b"hello, not a volume")
+    mha = _write_itk(tmp_path / "full.mha", vol, compress=True).read_bytes()
+    (tmp_path / "cutz.mha").write_bytes(mha[:-50])
+    cases = {
+        "lost.mhd": r"lost\.mhd: the MetaImage header names the data file 'lost\.raw', which does not exist",
+        "cut.mhd": r"cut\.mhd: truncated MetaImage data: cut\.raw holds 100 bytes of pixel data, the header "
+                   r"\(DimSize 11 9 7, MET_SHORT\) needs 1386",
+        "alone.raw": r"alone\.raw: a \.raw file holds the pixels of a MetaImage without its header; load the \.mhd",
+        "cut.nrrd": r"cut\.nrrd: cannot read NRRD: truncated pixel data",
+        "junk.nrrd": r"junk\.nrrd: cannot read NRRD: couldn't parse",
+        "junk.mha": r"junk\.mha: not a MetaImage header",
+        "cutz.mha": r"cutz\.mha: truncated MetaImage data: cutz\.mha holds \d+ bytes of pixel data, the header "
+                    r"\(CompressedDataSize \d+\) needs",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ImageLoadError, match=message) as caught:
+            load_grayscale(tmp_path / name)
+        assert "\n" not in str(caught.value) and "0x" not in str(caught.value), name  # one line, no ITK noise
+
+
+# ------------------------------------------------------------------------------ bad pixels and bad headers
+
+
+def _frames_element(value: bytes):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    return RawDataElement(Tag(0x00280008), "IS", len(value), value, 0, False, True)
+
+
+@pytest.mark.parametrize(
+    "attrs, cause",
+    [
+        ({"RescaleSlope": "NaN", "RescaleIntercept": 0}, r"after RescaleSlope/Intercept \(RescaleSlope 'NaN'"),
+        ({"RescaleSlope": 1, "RescaleIntercept": "-inf"}, r"after RescaleSlope/Intercept .*RescaleIntercept '-inf'"),
+        ({"RescaleSlope": "inf", "RescaleIntercept": 0}, r"after RescaleSlope/Intercept \(RescaleSlope 'inf'"),
+    ],
+)
+def test_dicom_non_finite_rescale_is_refused_not_black(tmp_path, attrs, cause):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom: not a valid DS value
+        path = write_dicom(tmp_path / "rescale.dcm", np.arange(64, dtype=np.uint16).reshape(8, 8), **attrs)
+        with pytest.raises(ImageLoadError, match=rf"rescale\.dcm: non-finite pixel values \(NaN/Inf; .*\) {cause}"):
+            load_grayscale(path)
+
+
+def test_dicom_zero_rescale_slope_is_refused(tmp_path):
+    path = write_dicom(tmp_path / "flat.dcm", np.arange(64, dtype=np.uint16).reshape(8, 8), RescaleSlope=0,
+                       RescaleIntercept=-1024)
+    with pytest.raises(ImageLoadError, match=r"flat\.dcm: RescaleSlope is 0, every pixel would become RescaleInter"):
+        load_grayscale(path)
+
+
+def _float_pixel_dicom(path: Path, values: np.ndarray) -> Path:
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = values.shape
+    ds.BitsAllocated, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 1, "MONOCHROME2"
+    ds.FloatPixelData = values.astype(np.float32).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_float_pixel_data(tmp_path):
+    values = np.linspace(-2.5, 7.0, 4 * 6).reshape(4, 6).astype(np.float32)
+    path = _float_pixel_dicom(tmp_path / "map.dcm", values)
+    np.testing.assert_allclose(load_grayscale(path, percentiles=FULL_RANGE), minmax(values), atol=1e-6)
+    values[1, 2] = np.nan
+    _float_pixel_dicom(tmp_path / "nanmap.dcm", values)
+    with pytest.raises(ImageLoadError, match=r"nanmap\.dcm: non-finite pixel values \(1 of 24 pixel values are NaN\) "
+                                             r"in the decoded pixel data"):
+        load_grayscale(tmp_path / "nanmap.dcm")
+
+
+def test_non_finite_arrays_are_refused_not_black(tmp_path):
+    archive = tmp_path / "nanmnist.npz"  # MedMNIST layout, float images of NaN
+    np.savez(archive, train_images=np.full((3, 8, 8), np.nan, np.float32), train_labels=np.zeros((3, 1), np.uint8))
+    with pytest.raises(ImageLoadError, match=r"nanmnist\.npz#train_images/1: .*non-finite pixel values \(64 of 64 pixel "
+                                             r"values are NaN\)"):
+        load_grayscale(f"{archive}#train_images/1")
+    np.save(tmp_path / "inf.npy", np.where(np.eye(6) > 0, np.inf, 1.0))
+    with pytest.raises(ImageLoadError, match=r"inf\.npy: .*non-finite pixel values \(6 of 36 pixel values are Inf\)"):
+        load_grayscale(tmp_path / "inf.npy")
+    np.save(tmp_path / "rgbnan.npy", np.full((4, 4, 3), np.nan))
+    with pytest.raises(ImageLoadError, match=r"rgbnan\.npy: .*non-finite pixel values"):
+        load_grayscale(tmp_path / "rgbnan.npy")
+    Image.fromarray(np.full((5, 7), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageLoadError, match=r"nan\.tif: non-finite pixel values \(35 of 35 pixel values are NaN\)"):
+        load_grayscale(tmp_path / "nan.tif")
+
+
+@pytest.mark.parametrize("value", [b"ab", b"-2", b"1.5 ", b"1\\2 "])
+def test_invalid_number_of_frames_names_file_and_value(tmp_path, value):
+    path = write_dicom(tmp_path / "frames.dcm", np.zeros((4, 4), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds[0x00280008] = _frames_element(value)
+    ds.save_as(path)
+    text = value.decode().strip().replace("\\", "\\\\")
+    message = rf"frames\.dcm: invalid NumberOfFrames '{re.escape(text)}' \(expected "
+    with pytest.raises(ImageLoadError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own "invalid IS value"
+        load_grayscale(path)
+
+
+def test_number_of_frames_zero_is_one_frame_as_pydicom_reads_it(tmp_path):
+    pixels = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    path = write_dicom(tmp_path / "zero.dcm", pixels)
+    ds = pydicom.dcmread(path)
+    ds[0x00280008] = _frames_element(b"0 ")
+    ds.save_as(path)
+    with pytest.warns(UserWarning, match="assuming 1 frame"):
+        np.testing.assert_allclose(load_grayscale(path, window="minmax", percentiles=FULL_RANGE), minmax(pixels), 1e-6)
+
+
+@pytest.mark.parametrize("size", [132, 133, 140, 200, 300, 500, 800, 1000, 20000, 39205])
+def test_truncated_dicom_is_named_truncated(dicom_dir, tmp_path, size):
+    data = (dicom_dir / "pydicom_test_files" / "CT_small.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:size])
+    with pytest.raises(ImageLoadError, match=rf"cut\.dcm: truncated DICOM file \({size} bytes\): the file ends "):
+        load_grayscale(tmp_path / "cut.dcm")
+
+
+def test_truncated_dicom_other_cuts(dicom_dir, tmp_path):
+    data = (dicom_dir / "pydicom_test_files" / "CT_small.dcm").read_bytes()
+    (tmp_path / "short.dcm").write_bytes(data[:100])  # inside the preamble: no DICM marker to go by
+    with pytest.raises(ImageLoadError, match=r"short\.dcm: not a DICOM file, or a truncated one \(100 bytes"):
+        load_grayscale(tmp_path / "short.dcm")
+    (tmp_path / "meta.dcm").write_bytes(data[:354])  # cut at an element boundary of the header
+    with pytest.raises(ImageLoadError, match=r"meta\.dcm: DICOM object has no Pixel Data and no SOP Class UID either, "
+                                             r"an incomplete header \(truncated before its Pixel Data\?, 354 bytes\)"):
+        load_grayscale(tmp_path / "meta.dcm")
+    rle = (dicom_dir / "pydicom_test_files" / "MR_small_RLE.dcm").read_bytes()
+    (tmp_path / "rle.dcm").write_bytes(rle[:4790])  # inside the encapsulated (undefined-length) Pixel Data
+    message = r"rle\.dcm: truncated DICOM file \(4790 bytes\): the file ends inside an undefined-length element"
+    with pytest.raises(ImageLoadError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom: "End of file reached before delimiter"
+        load_grayscale(tmp_path / "rle.dcm")
+
+
+@pytest.mark.parametrize("name", ["empty.dcm", "empty.png", "empty.npy", "empty.nrrd", "empty.nii.gz", "empty"])
+def test_empty_file(tmp_path, name):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ImageLoadError, match=rf"{re.escape(name)}: empty file \(0 bytes\)"):
+        load_grayscale(tmp_path / name)
+
+
+def test_array_channels_sizes_and_types(tmp_path):
+    grey = np.random.default_rng(5).integers(0, 256, (12, 9, 1), dtype=np.uint8)
+    np.save(tmp_path / "channel.npy", grey)
+    np.testing.assert_allclose(load_grayscale(tmp_path / "channel.npy"), grey[..., 0] / 255.0, atol=1e-7)
+    cases = {
+        "two.npy": (np.zeros((12, 9, 2), np.float32), r"shape \(12, 9, 2\) has 2 channels per pixel; expected 1"),
+        "none.npy": (np.zeros((0, 9), np.uint8), r"empty image \(shape \(0, 9\), no pixels\)"),
+        "nostack.npy": (np.zeros((0, 8, 8), np.uint8), r"empty image \(shape \(0, 8, 8\)"),
+        "complex.npy": (np.ones((4, 4), np.complex64), r"pixel type complex64 is not a real number"),
+    }
+    for name, (array, message) in cases.items():
+        np.save(tmp_path / name, array)
+        with pytest.raises(ImageLoadError, match=rf"{re.escape(name)}: .*{message}"):
+            load_grayscale(tmp_path / name)
+    archive = tmp_path / "items.npz"
+    np.savez(archive, train_images=np.zeros((2, 0, 4), np.uint8))
+    with pytest.raises(ImageLoadError, match=r"items\.npz#train_images/0: .*empty image"):
+        load_grayscale(f"{archive}#train_images/0")
+
+
+def test_explicit_frame_index_on_a_single_image_is_refused_for_every_format(tmp_path):
+    image = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    np.save(tmp_path / "plane.npy", image)
+    Image.fromarray(image).save(tmp_path / "plane.png")
+    nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), tmp_path / "plane.nii")
+    write_dicom(tmp_path / "plane.dcm", image.astype(np.uint16))
+    for name in ("plane.npy", "plane.png", "plane.nii", "plane.dcm"):
+        loader = LoadGrayscaleImage(None, frame_index=3)
+        with pytest.raises(ImageLoadError, match=rf"{re.escape(name)}: .*frame index 3 out of range for 1 frame"):
+            loader(tmp_path / name)
+        for index in (0, -1):  # a single image is a stack of one
+            assert tuple(LoadGrayscaleImage(None, frame_index=index)(tmp_path / name).shape) == (1, 4, 6), name

@@ -5,7 +5,8 @@ A MedMNIST file (Yang et al., *Sci Data* 10:41, 2023) holds ``{train,val,test}_i
 file is one modality and one anatomy, so the labels come from a per-file mapping keyed by the file stem: the known
 MedMNIST flags below, extended or overridden by the caller's ``modality_anatomy``. Images are not copied: each record
 points into the archive as ``"/abs/path/breastmnist.npz#train_images/12"`` (the reader resolves this form), and
-only the array headers are read while indexing.
+only the array headers are read while indexing (float image arrays, which the official uint8 files are not, are
+also scanned once for NaN/Inf pixels).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,8 +142,27 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple
     return shape, dtype
 
 
-def _read(path: Path, splits: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
-    """``{split: (image array shape, labels [N, K] int64)}``, validated."""
+def _check_images(path: Path, split: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """What no reader can show, from the ``.npy`` header alone: a non-real pixel type, 2 channels, no pixels."""
+    name = f"{path}: {split}_images"
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_):
+        raise MedMNISTError(f"{name} has pixel type {dtype}; expected integer, float or bool pixels")
+    if len(shape) == 4 and shape[-1] == 2:
+        raise MedMNISTError(f"{name} has shape {shape}: 2 channels per image; expected [N, H, W, 1|3|4] or [N, D, H, W]")
+    if 0 in shape[1:]:
+        raise MedMNISTError(f"{name} has shape {shape}: images without pixels")
+
+
+def _nonfinite_images(npz: Any, split: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Indices of the images with NaN/Inf pixels; only float arrays (not the official uint8) are read for it."""
+    if not np.issubdtype(dtype, np.floating) or not shape[0]:
+        return np.zeros(0, np.int64)
+    images = npz[f"{split}_images"]
+    return np.flatnonzero(~np.isfinite(images.reshape(shape[0], -1)).all(axis=1))
+
+
+def _read(path: Path, splits: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.ndarray, np.ndarray]]:
+    """``{split: (image array shape, labels [N, K] int64, indices of images with NaN/Inf pixels)}``, validated."""
     if not path.is_file():
         raise MedMNISTError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
@@ -159,6 +180,7 @@ def _read(path: Path, splits: Sequence[str]) -> dict[str, tuple[tuple[int, ...],
                 if len(shape) not in (3, 4):
                     raise MedMNISTError(f"{path}: {split}_images has shape {shape}; expected [N, H, W], [N, H, W, C] "
                                         "or [N, D, H, W]")
+                _check_images(path, split, tuple(shape), dtype)
                 labels = npz[f"{split}_labels"]
                 if labels.ndim == 1:
                     labels = labels[:, None]
@@ -168,7 +190,7 @@ def _read(path: Path, splits: Sequence[str]) -> dict[str, tuple[tuple[int, ...],
                 if labels.shape[0] != shape[0]:
                     raise MedMNISTError(f"{path}: {split}_images has {shape[0]} images but {split}_labels has "
                                         f"{labels.shape[0]} labels")
-                out[split] = (tuple(shape), labels.astype(np.int64))
+                out[split] = (tuple(shape), labels.astype(np.int64), _nonfinite_images(npz, split, shape, dtype))
     except (OSError, zipfile.BadZipFile) as e:
         raise MedMNISTError(f"{path}: cannot read the archive ({e})") from None
     except ValueError as e:
@@ -194,7 +216,8 @@ def index_medmnist(paths_or_dir: str | Path | Iterable[str | Path], space: Label
         splits: MedMNIST splits to index; ``train``/``val``/``test`` become the datalist splits
             ``training``/``validation``/``test``.
         strict: raise on the first bad file (default); if ``False`` a bad file is recorded in ``skipped`` and the
-            others are indexed.
+            others are indexed, and so is each image of a float archive with NaN/Inf pixels (reason
+            ``"non-finite pixels"``, path = the image reference).
 
     Returns:
         :class:`IndexResult` (``source="medmnist"``). Each record's ``image`` is ``"<abs path>#<split>_images/<i>"``;
@@ -204,7 +227,9 @@ def index_medmnist(paths_or_dir: str | Path | Iterable[str | Path], space: Label
 
     Raises:
         MedMNISTError: (``strict``) a file is missing, not an ``.npz``, lacks a split's arrays, has images and labels
-            of different lengths, or has a stem with no mapping (the message says how to pass one).
+            of different lengths, images with a non-real pixel type, 2 channels or no pixels, images with NaN/Inf
+            pixels (float archives are read for this), or has a stem with no mapping (the message says how to pass
+            one).
     """
     unknown = [s for s in splits if s not in MEDMNIST_SPLITS]
     if unknown or not splits:
@@ -219,14 +244,24 @@ def index_medmnist(paths_or_dir: str | Path | Iterable[str | Path], space: Label
         try:
             labels, sources = _labels_for(stem, path, space, user)
             arrays = _read(path, splits)
+            bad = {split: b for split, (_, _, b) in arrays.items() if len(b)}
+            if bad and strict:
+                split, b = next(iter(bad.items()))
+                raise MedMNISTError(f"{path}: {split}_images: {len(b)} of {arrays[split][0][0]} images have NaN/Inf "
+                                    f"pixel values (first indices {b[:5].tolist()}); pass strict=False to skip them")
         except MedMNISTError as e:
             if strict:
                 raise
             result.skipped.append(SkippedFile(str(path), "medmnist", str(e)))
             continue
-        for split, (shape, task_labels) in arrays.items():
+        for split, (shape, task_labels, nonfinite) in arrays.items():
             multi = task_labels.shape[1] > 1
+            skip = set(nonfinite.tolist())
             for i in range(shape[0]):
+                if i in skip:
+                    result.skipped.append(SkippedFile(medmnist_reference(path, split, i), "non-finite pixels",
+                                                      "NaN/Inf pixel values"))
+                    continue
                 task_label = task_labels[i].tolist() if multi else int(task_labels[i, 0])
                 result.records.append(ImageRecord(
                     image=medmnist_reference(path, split, i), labels=dict(labels), label_sources=dict(sources),
