@@ -429,6 +429,98 @@ def test_json_passthrough_and_loader_errors(tmp_path):
         load_task_datalist(tmp_path / "bad.json")
 
 
+def _task_datalist(tmp_path: Path, change=None) -> Path:
+    for i in range(3):
+        _png(tmp_path / "images" / f"case{i}_1.png", _noise(i))
+    data = {"task": "knee_acl", "positive": "acl_tear", "training": [
+        {"image": "images/case0_1.png", "label": 1, "group": "case0"},
+        {"image": "images/case1_1.png", "label": 0, "group": "case1"},
+        {"image": "images/case2_1.png", "label": 0}]}
+    if change is not None:
+        change(data)
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _item(i, **fields):
+    return lambda d: d["training"][i].update(fields)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [(lambda d: d["training"].__setitem__(1, "images/case1_1.png"),
+      r"item 1 is not a mapping \{'image': ..., 'label': 0 \| 1\}: str 'images/case1_1.png'"),
+     (lambda d: d["training"][1].pop("label"), r"item 1 \(.*case1_1.png\) has no 'label' \(keys: \['group', 'image'\]\)"),
+     (lambda d: d["training"][1].pop("image"), r"item 1 has no 'image' \(keys: \['group', 'label'\]\)"),
+     (_item(1, image=""), r"item 1: 'image' must be a non-empty path, got ''"),
+     (_item(1, image=3), r"item 1: 'image' must be a non-empty path, got 3"),
+     (_item(1, label=2), r"item 1 \(.*case1_1.png\): label 2 is not binary"),
+     (_item(1, label=None), r"item 1 \(.*case1_1.png\): label None is not binary"),
+     (_item(1, label=[0, 1]), r"item 1 \(.*case1_1.png\): label \[0, 1\] is not binary"),
+     (_item(1, label="maybe"), r"item 1 \(.*case1_1.png\): label 'maybe' is not binary"),
+     (_item(1, image="images/case9_1.png"), r"item 1: image .*case9_1.png: file not found"),
+     (_item(1, group=["case0", "case1"]), r"item 1 \(.*case1_1.png\): 'group' must be a text or integer id, got \['case0'"),
+     (_item(1, group=float("nan")), r"item 1 \(.*case1_1.png\): 'group' must be a text or integer id, got nan"),
+     (_item(1, group=True), r"'group' must be a text or integer id, got True"),
+     (lambda d: d.pop("training"), r"no 'training' list of items: 'training' is missing"),
+     (lambda d: d.__setitem__("training", {"a": 1}), r"no 'training' list of items: 'training' is a dict"),
+     (lambda d: d.__setitem__("positive", 1), r"'positive' must be a non-empty text, got 1"),
+     (lambda d: d.__setitem__("task", ""), r"'task' must be a non-empty text, got ''"),
+     (lambda d: d.__setitem__("notes", "checked by hand"), r"'notes' must be a list of texts, got 'checked by hand'"),
+     (lambda d: d.__setitem__("excluded", ["x.png"]), r"excluded\[0\] must be a mapping with 'image' and 'reason'"),
+     (lambda d: d.__setitem__("excluded", {"x.png": "blurred"}), r"'excluded' must be a list of"),
+     ],
+)
+def test_task_datalist_errors_name_file_item_and_cause(tmp_path, change, match):
+    path = _task_datalist(tmp_path, change)
+    with pytest.raises(TaskDatalistError, match=match) as e:
+        load_task_datalist(path)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_task_datalist_integer_groups_and_bom_are_accepted(tmp_path):
+    path = _task_datalist(tmp_path, _item(1, group=7))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved by a Windows editor
+    items, _ = load_task_datalist(path)
+    assert items[1]["group"] == "7"
+
+
+def test_non_utf8_task_inputs_name_file_and_byte(tmp_path):
+    path = _task_datalist(tmp_path)
+    path.write_bytes(path.read_bytes().replace(b"knee_acl", b"genou_\xe9"))
+    with pytest.raises(TaskDatalistError, match=r"task.json: task datalist is not UTF-8 text \(byte 0xe9 at offset 16, line 1\)"):
+        load_task_datalist(path)
+    _png(tmp_path / "a.png", _noise(1))
+    _png(tmp_path / "b.png", _noise(2))
+    csv_path = tmp_path / "labels.csv"
+    body = "image,label\n" + "a.png,1\n" * 2000  # past the reader's first 8 KiB chunk: the offset is the file's
+    csv_path.write_bytes(body.encode() + b"b.png,0 # \xe9\n")
+    with pytest.raises(DownstreamError, match=rf"labels.csv: not UTF-8 text \(byte 0xe9 at offset {len(body) + 10}, line 2002\)"):
+        convert_csv(csv_path, tmp_path / "t.json")
+    (tmp_path / "det").mkdir()
+    (tmp_path / "det" / "x.csv").write_bytes(b"im\xe1ge,label\n")
+    with pytest.raises(DownstreamError, match=r"x.csv: not UTF-8 text \(byte 0xe1 at offset 2, line 1\)"):
+        detect_source(tmp_path / "det")  # the layout detection reads the CSV headers
+    mrnet_labels = tmp_path / "train-acl.csv"
+    mrnet_labels.write_bytes(b"0000,1\n0001,\xff\n")
+    from monai_modan.data.downstream.mrnet import _read_exam_labels
+    with pytest.raises(DownstreamError, match=r"train-acl.csv: MRNet label file is not UTF-8 text \(byte 0xff at offset 12, line 2\)"):
+        _read_exam_labels(mrnet_labels)
+
+
+def test_csv_header_twice_or_row_too_long_is_an_error(tmp_path):
+    _png(tmp_path / "a.png", _noise(1))
+    _png(tmp_path / "b.png", _noise(2))
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("image,label,label\na.png,1,0\nb.png,0,1\n")  # which label? DictReader kept the last
+    with pytest.raises(DownstreamError, match=r"t.csv: the header names the column\(s\) \['label'\] more than once"):
+        convert_csv(csv_path, tmp_path / "t.json")
+    csv_path.write_text("image,label\na.png,1\nimages/b,2.png,0\n")  # an unquoted comma: 3 fields
+    with pytest.raises(DownstreamError, match=r"t.csv: line 3: row has 3 fields but the header \['image', 'label'\] has 2"):
+        convert_csv(csv_path, tmp_path / "t.json")
+
+
 def test_writer_is_atomic_and_checks(tmp_path):
     _png(tmp_path / "a.png", _noise(1))
     _png(tmp_path / "b.png", _noise(2))

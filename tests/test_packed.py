@@ -234,7 +234,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     data = json.loads(datalist.read_text())
     data["training"][1]["label"][0] = 2
     datalist.write_text(json.dumps(data))
-    with pytest.raises(PackedCorpusError, match=r"training\[1\] .*img1.png.* not multi-hot"):
+    with pytest.raises(DatalistError, match=r"training\[1\] .*img1.png.* not multi-hot"):
         pack_datalist(datalist, tmp_path / "p", SIZE)
     # nothing decodable: an error with examples, and no array left behind
     data["training"] = [it for it in items if "broken" in it["image"] or "missing" in it["image"]]

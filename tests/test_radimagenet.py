@@ -173,6 +173,23 @@ def test_user_rules_extend_and_bad_target_is_reported(tmp_path):
         radimagenet_labels("radiology_ai/US/gb/x.png", SPACE, RadImageNetRules.load(bad))
 
 
+@pytest.mark.parametrize(
+    "text, match",
+    [("flat_classes:\n  no: neck\n", r"'flat_classes' has the folder name False: .*quote it"),
+     ("anatomy_folders:\n  ~: knee\n", r"'anatomy_folders' has the folder name None"),
+     ("anatomy_folders:\n  '--': knee\n", r"'anatomy_folders' has the folder name '--'"),
+     ("flat_classes:\n  gb: abdomen\n  gb: neck\n", r"key 'gb' appears twice under flat_classes \(lines 2 and 3\)"),
+     ("flat_classes: [gb]\n", "'flat_classes' must map folder name"),
+     (b"flat_classes:\n  pi\xe9d: ankle_foot\n", r"not UTF-8 text \(byte 0xe9 at offset 18, line 2\)")],
+)
+def test_bad_rules_yaml_names_file_and_entry(tmp_path, text, match):
+    path = tmp_path / "rin.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(VocabularyError, match=match) as e:
+        RadImageNetRules.load(path)
+    assert str(e.value).startswith(str(path))
+
+
 # indexing ---------------------------------------------------------------------------------------------------------
 def test_auto_detection(tree, tmp_path):
     root = tree[0]
@@ -260,6 +277,22 @@ def test_csv_without_filename_column_is_an_error(tmp_path):
     make_tree(tmp_path, csvs=False)
     (tmp_path / "RadiologyAI_train.csv").write_text("path,label\nradiology_ai/US/gb/gb000.png,US-gb\n")
     with pytest.raises(RadImageNetError, match="RadiologyAI_train.csv.*filename"):
+        index_radimagenet(tmp_path, SPACE, progress=False)
+
+
+def test_non_utf8_or_ambiguous_split_csv_is_an_error_naming_the_file(tmp_path):
+    make_tree(tmp_path, csvs=False)
+    csv_path = tmp_path / "RadiologyAI_val.csv"
+    rows = "".join(f"radiology_ai/US/gb/gb{i:03d}.png,US-gb\n" for i in range(3))
+    csv_path.write_bytes(b"filename,label\n" + rows.encode() + "radiology_ai/US/gb/gb000.png,US-v\xe9sicule\n".encode("cp1252"))
+    offset = len("filename,label\n" + rows + "radiology_ai/US/gb/gb000.png,US-v")
+    with pytest.raises(RadImageNetError, match=rf"RadiologyAI_val.csv: not UTF-8 text \(byte 0xe9 at offset {offset}, line 5\)"):
+        index_radimagenet(tmp_path, SPACE, progress=False)
+    csv_path.write_text("filename,label,filename\nradiology_ai/US/gb/gb000.png,US-gb,radiology_ai/US/gb/gb001.png\n")
+    with pytest.raises(RadImageNetError, match=r"RadiologyAI_val.csv: the header names the column\(s\) \['filename'\] more"):
+        index_radimagenet(tmp_path, SPACE, progress=False)
+    csv_path.write_text("filename\n" + "x" * 200_000 + "\n")  # a binary file that happens to decode
+    with pytest.raises(RadImageNetError, match=r"RadiologyAI_val.csv: line \d+: not a readable CSV \(field larger"):
         index_radimagenet(tmp_path, SPACE, progress=False)
 
 

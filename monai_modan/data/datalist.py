@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..labels.vocabulary import LabelSpace
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..labels.vocabulary import LabelSpace, VocabularyError
+from ..utils.io import atomic_write_json, atomic_write_text, read_text_file
 from .records import SPLITS, IndexResult
 
 __all__ = ["Datalist", "DatalistError", "write_datalist", "load_datalist", "format_report", "report_dict"]
@@ -71,31 +71,100 @@ def write_datalist(result: IndexResult, space: LabelSpace, out: str | Path, clas
 
 
 def load_datalist(path: str | Path) -> Datalist:
-    """Read and validate a datalist written by :func:`write_datalist` (or any decathlon JSON with ``label``)."""
+    """Read and validate a datalist written by :func:`write_datalist` (or any decathlon JSON with ``label``).
+
+    Raises:
+        DatalistError: (one line naming the file, and the split, item index and image where there is one) the file
+            is unreadable, not UTF-8, not JSON, not a pretraining datalist, or its ``label_space`` is malformed; a
+            split is not a list; an item is not a mapping, has no ``image`` path, or a ``label`` that is not a list
+            of ``width`` 0/1 numbers with at most one class per group.
+    """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DatalistError(f"cannot read datalist {path}: {e.strerror or e}") from None
+        data = json.loads(read_text_file(path, "datalist", DatalistError))
     except json.JSONDecodeError as e:
         raise DatalistError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or "training" not in data:
         raise DatalistError(f"{path}: not a datalist (no 'training' list); create one with `python -m monai_modan index`")
+    if data.get("format", FORMAT) != FORMAT:
+        raise DatalistError(f"{path}: format {data['format']!r} is not a pretraining datalist ({FORMAT!r}); a task "
+                            "datalist (one binary label per image) is for evaluation, not pretraining")
     if "label_space" not in data:
         raise DatalistError(f"{path}: no 'label_space'; it was not written by monai-modan, re-index the data")
-    space = LabelSpace.from_dict(data["label_space"])
-    splits = {s: list(data.get(s) or []) for s in SPLITS if s in data}
+    try:
+        space = LabelSpace.from_dict(data["label_space"], source=f"{path}: 'label_space'")
+    except VocabularyError as e:
+        raise DatalistError(f"{e}; the file was edited or not written by monai-modan -- re-index") from None
+    for split in SPLITS:
+        if split in data and not isinstance(data[split], list):
+            raise DatalistError(f"{path}: {split!r} must be a list of items, got {_kind(data[split])}")
+    splits = {s: list(data[s]) for s in SPLITS if s in data}
     for split, items in splits.items():
-        for i, item in enumerate(items):
-            if "image" not in item or "label" not in item:
-                raise DatalistError(f"{path}: {split}[{i}] lacks 'image' or 'label'")
-            if len(item["label"]) != space.width:
-                raise DatalistError(
-                    f"{path}: {split}[{i}] has a label of width {len(item['label'])}, but its label space has width "
-                    f"{space.width} ({space!r}); the file was edited or mixes label spaces -- re-index"
-                )
-    return Datalist(path=path, space=space, splits=splits, classes=list(data.get("classes") or []),
-                    source=str(data.get("source", "")))
+        _check_items(path, split, items, space)
+    classes = data.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise DatalistError(f"{path}: 'classes' must be a list of class names, got {_kind(classes)}")
+    return Datalist(path=path, space=space, splits=splits, classes=list(classes), source=str(data.get("source", "")))
+
+
+def _kind(value: Any) -> str:
+    """``null`` / ``str 'abc...'`` / ``list of 3`` -- a short description of a JSON value for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return f"{type(value).__name__} of {len(value)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _is_binary(value: Any) -> bool:
+    return type(value) in (int, float, bool) and value in (0, 1)
+
+
+def _check_items(path: Path, split: str, items: list[Any], space: LabelSpace) -> None:
+    """Every item a mapping with a non-empty ``image`` path and a ``label`` of ``space.width`` 0/1 numbers, at most
+    one 1 per group (what :meth:`LabelSpace.encode` writes); else :class:`DatalistError` naming the item and cause.
+
+    Fast on million-image lists: whole-list checks first, then each *distinct* label vector once; the loop that
+    finds the offending item runs only when a check failed.
+    """
+    width = space.width
+
+    def first(bad: Any) -> int:
+        return next(i for i, it in enumerate(items) if bad(it))
+
+    if not all(type(it) is dict for it in items):
+        i = first(lambda it: type(it) is not dict)
+        raise DatalistError(f"{path}: {split}[{i}] is not an item {{'image': ..., 'label': [...]}}: got {_kind(items[i])}")
+    if not all(type(it.get("image")) is str and it["image"].strip() for it in items):
+        i = first(lambda it: not (type(it.get("image")) is str and it["image"].strip()))
+        cause = "has no 'image'" if "image" not in items[i] else f"has 'image' = {_kind(items[i]['image'])}, not a path"
+        raise DatalistError(f"{path}: {split}[{i}] {cause}")
+    labels = [it.get("label") for it in items]
+    if not all(type(label) is list and len(label) == width for label in labels):
+        i = first(lambda it: not (type(it.get("label")) is list and len(it["label"]) == width))
+        label = items[i].get("label")
+        got = "no 'label'" if "label" not in items[i] else (
+            f"a label of width {len(label)}" if isinstance(label, list) else f"'label' = {_kind(label)}")
+        raise DatalistError(
+            f"{path}: {split}[{i}] has {got}, but its label space has width {width} ({space!r}; a label is a "
+            f"list of 0/1, one per class) -- image {items[i]['image']}; the file was edited or mixes label spaces: "
+            "re-index")
+    try:
+        distinct = set(map(tuple, labels))
+    except TypeError:  # an unhashable entry (a nested list or mapping): not 0/1
+        distinct = None
+    if distinct is None or not all(_is_binary(v) for vector in distinct for v in vector):
+        i = first(lambda it: not all(_is_binary(v) for v in it["label"]))
+        j, value = next((j, v) for j, v in enumerate(items[i]["label"]) if not _is_binary(v))
+        raise DatalistError(f"{path}: {split}[{i}] ({items[i]['image']}): label is not multi-hot: label[{j}] "
+                            f"({space.class_names[j]}) is {value!r}, every entry must be 0 or 1")
+    for name, sl in space.slices.items():
+        if any(sum(vector[sl]) > 1 for vector in distinct):
+            i = first(lambda it, sl=sl: sum(it["label"][sl]) > 1)
+            on = [c for c, v in zip(space[name].classes, items[i]["label"][sl]) if v == 1]
+            raise DatalistError(f"{path}: {split}[{i}] ({items[i]['image']}): label has {len(on)} classes of group "
+                                f"{name!r} ({', '.join(on)}); a group holds one class (or none, when unknown)")
 
 
 # report ----------------------------------------------------------------------------------------------------------

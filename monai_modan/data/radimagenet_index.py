@@ -40,7 +40,7 @@ from ..labels.radimagenet import (
     class_key,
 )
 from ..labels.vocabulary import LabelSpace
-from ..utils.io import atomic_path
+from ..utils.io import atomic_path, utf8_problem
 from .records import SPLITS, ImageRecord, IndexResult, SkippedFile
 
 __all__ = [
@@ -265,14 +265,23 @@ def _csv_rows(path: Path, required: Sequence[str], optional: Sequence[str] = ())
         raise RadImageNetError(f"cannot read {path}: {e.strerror or e}") from None
     with f:
         reader = csv.reader(f)
-        header = [h.strip().casefold() for h in next(reader, [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise RadImageNetError(f"{path}: header must name the column(s) {missing} (found {header or 'no header'})")
-        columns = [header.index(c) if c in header else None for c in (*required, *optional)]
-        for row in reader:
-            if any(c.strip() for c in row):
-                yield reader.line_num, [row[i].strip() if i is not None and i < len(row) else "" for i in columns]
+        try:
+            header = [h.strip().casefold() for h in next(reader, [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise RadImageNetError(f"{path}: header must name the column(s) {missing} (found {header or 'no header'})")
+            twice = [c for c in (*required, *optional) if header.count(c) > 1]
+            if twice:
+                raise RadImageNetError(f"{path}: the header names the column(s) {twice} more than once ({header}); "
+                                       "which one to read is ambiguous")
+            columns = [header.index(c) if c in header else None for c in (*required, *optional)]
+            for row in reader:
+                if any(c.strip() for c in row):
+                    yield reader.line_num, [row[i].strip() if i is not None and i < len(row) else "" for i in columns]
+        except UnicodeDecodeError:
+            raise RadImageNetError(f"{path}: not UTF-8 text ({utf8_problem(path)}); save the CSV as UTF-8") from None
+        except csv.Error as e:
+            raise RadImageNetError(f"{path}: line {reader.line_num}: not a readable CSV ({e})") from None
 
 
 class _ImageLookup:

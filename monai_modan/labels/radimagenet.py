@@ -25,10 +25,9 @@ from importlib import resources
 from pathlib import Path, PurePath
 from typing import NamedTuple
 
-import yaml
 from enum import StrEnum
 
-from ..utils.io import read_yaml_file
+from ..utils.io import parse_yaml_text, read_yaml_file
 from .vocabulary import LabelSpace, VocabularyError, normalise_text
 
 __all__ = [
@@ -136,7 +135,12 @@ class RadImageNetRules:
             entries = data.get(key) or {}
             if not isinstance(entries, dict) or not all(isinstance(v, str) and v for v in entries.values()):
                 raise VocabularyError(f"{source}: '{key}' must map folder name -> name, e.g. 'af: ankle_foot'")
-            maps[key] = {str(k): v for k, v in entries.items()}
+            for k in entries:
+                if not isinstance(k, str) or not _key(k):
+                    raise VocabularyError(f"{source}: '{key}' has the folder name {k!r}: a folder name must be "
+                                          "non-empty text (YAML reads bare yes/no/on/off, numbers and an empty key "
+                                          "as booleans, numbers and null; quote it)")
+            maps[key] = dict(entries)
         modality_folders = dict(self.modality_folders)
         for folder, layout in maps["modality_folders"].items():
             if layout not in {m.value for m in FolderLayout}:
@@ -246,7 +250,8 @@ class RadImageNetRules:
 @lru_cache(maxsize=1)
 def _default_rules() -> RadImageNetRules:
     text = resources.files("monai_modan.resources").joinpath("radimagenet.yaml").read_text(encoding="utf-8")
-    return RadImageNetRules({}, {}, {})._merged(yaml.safe_load(text), "monai_modan/resources/radimagenet.yaml")
+    source = "monai_modan/resources/radimagenet.yaml"
+    return RadImageNetRules({}, {}, {})._merged(parse_yaml_text(text, source, VocabularyError), source)
 
 
 def radimagenet_labels(

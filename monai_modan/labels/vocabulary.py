@@ -14,15 +14,16 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ..utils.io import read_yaml_file
+from ..utils.io import parse_yaml_text, read_yaml_file
 from .privacy import IDENTIFYING_TAGS
 
 __all__ = ["LabelGroup", "LabelSpace", "VocabularyError", "normalise_text", "DEFAULT_GROUPS"]
 
 DEFAULT_GROUPS = ("modality", "anatomy")
 ANY_VALUE = "*"  # synonym meaning "any non-empty value not matched by another class"
+_QUOTE_HINT = ("YAML reads bare yes/no/on/off/true/false as booleans, numbers as numbers and an empty value as null; "
+               "quote it, e.g. \"NO\"")
 
 
 class VocabularyError(ValueError):
@@ -114,11 +115,31 @@ class LabelGroup:
         return self._pattern
 
     def add_class(self, canonical: str, synonyms: Iterable[str] = (), codes: Iterable[str] = (), source: str = "") -> None:
-        """Add (or extend) a class. A synonym already owned by another class is an error (it would be ambiguous)."""
+        """Add (or extend) a class.
+
+        Raises:
+            VocabularyError: (naming ``source``, the group and the value) a class name that is not text, is blank,
+                has blanks around it or holds ``/`` (``group/class`` names a class); a synonym that is not text or is
+                blank once normalised (it would match every text); a synonym already owned by another class (it
+                would be ambiguous); a code not like ``SCT:51185008``.
+        """
+        where = f"{source or 'vocabulary'}: group {self.name!r}"
+        if not isinstance(canonical, str):
+            raise VocabularyError(f"{where}: class name {canonical!r} is not text ({_QUOTE_HINT})")
+        if not normalise_text(canonical) or canonical != canonical.strip() or "/" in canonical:
+            raise VocabularyError(f"{where}: class name {canonical!r} must be non-empty text without blanks around it "
+                                  f"and without '/' (class names are written {self.name}/<class>)")
+        synonyms, codes = list(synonyms), list(codes)
+        for raw in synonyms:
+            if not isinstance(raw, str):
+                raise VocabularyError(f"{where}: synonym {raw!r} of class {canonical!r} is not text ({_QUOTE_HINT})")
+            if raw.strip() != ANY_VALUE and not normalise_text(raw):
+                raise VocabularyError(f"{where}: class {canonical!r} has a blank synonym {raw!r} (nothing is left once "
+                                      "separators are dropped; it would match any text); remove it")
         if canonical not in self.classes:
             self.classes.append(canonical)
         for raw in [canonical, *synonyms]:
-            if str(raw).strip() == ANY_VALUE:
+            if raw.strip() == ANY_VALUE:
                 self.any_value_class = canonical
                 continue
             key = normalise_text(raw)
@@ -129,7 +150,7 @@ class LabelGroup:
                 )
             self.synonyms[key] = canonical
         for code in codes:
-            scheme, sep, value = str(code).partition(":")
+            scheme, sep, value = code.partition(":") if isinstance(code, str) else ("", "", "")
             if not sep or not value:
                 raise VocabularyError(f"{source or 'vocabulary'}: code {code!r} of {self.name}/{canonical} must look like 'SCT:51185008'")
             self.codes[f"{scheme.strip().upper()}:{value.strip().upper()}"] = canonical
@@ -148,17 +169,30 @@ class LabelGroup:
 
 def _read_yaml(path: str | Path | None) -> tuple[dict, str]:
     if path is None:
+        source = "monai_modan/resources/vocabulary.yaml"
         text = resources.files("monai_modan.resources").joinpath("vocabulary.yaml").read_text(encoding="utf-8")
-        return yaml.safe_load(text) or {}, "monai_modan/resources/vocabulary.yaml"
-    path = Path(path)
-    data = read_yaml_file(path, "vocabulary file", VocabularyError) or {}
+        data = parse_yaml_text(text, source, VocabularyError)
+    else:
+        source = str(path)
+        data = read_yaml_file(path, "vocabulary file", VocabularyError)
+    if data is None:  # an empty file
+        data = {}
     if not isinstance(data, dict):
-        raise VocabularyError(f"{path}: top level must be a mapping with 'groups:' and/or 'extra_groups:'")
-    return data, str(path)
+        raise VocabularyError(f"{source}: top level must be a mapping with 'groups:' and/or 'extra_groups:', "
+                              f"not {type(data).__name__}")
+    for key in ("groups", "extra_groups"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise VocabularyError(f"{source}: '{key}:' must map group name -> {{classes: ...}}, "
+                                  f"not {type(data[key]).__name__}")
+    return data, source
 
 
 def _parse_group(name: str, spec: object, source: str, group: LabelGroup | None = None) -> LabelGroup:
     where = f"{source}: group {name!r}"
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or "/" in name:
+        raise VocabularyError(f"{where}: a group name must be non-empty text without blanks around it and without "
+                              f"'/' (class names are written <group>/<class>)" +
+                              ("" if isinstance(name, str) else f"; {_QUOTE_HINT}"))
     if not isinstance(spec, dict):
         raise VocabularyError(f"{where} must be a mapping with 'classes:'")
     unknown_keys = set(spec) - {"classes", "dicom_tags", "free_text_tags", "description"}
@@ -186,7 +220,7 @@ def _parse_group(name: str, spec: object, source: str, group: LabelGroup | None 
         syns, codes = cspec.get("synonyms", []) or [], cspec.get("codes", []) or []
         if not isinstance(syns, list) or not isinstance(codes, list):
             raise VocabularyError(f"{where}: class {cname!r}: 'synonyms' and 'codes' must be lists")
-        group.add_class(str(cname), [str(s) for s in syns], [str(c) for c in codes], source=source)
+        group.add_class(cname, syns, codes, source=source)
     if not group.classes:
         raise VocabularyError(f"{where} defines no classes")
     return group
@@ -269,16 +303,50 @@ class LabelSpace:
         return space
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> LabelSpace:
-        """Inverse of :meth:`to_dict` (the form stored in every datalist)."""
+    def from_dict(cls, data: Mapping, source: str = "label_space") -> LabelSpace:
+        """Inverse of :meth:`to_dict` (the form stored in every datalist).
+
+        Raises:
+            VocabularyError: (naming ``source`` and the entry) ``data`` is not of that form, or its ``class_names``
+                disagree with its groups (the file was edited).
+        """
+        def kind(value: object) -> str:
+            return "null" if value is None else type(value).__name__
+
+        if not isinstance(data, Mapping) or not isinstance(data.get("groups"), Mapping):
+            got = (kind(data) if not isinstance(data, Mapping) else "no 'groups'" if "groups" not in data
+                   else f"'groups' = {kind(data['groups'])}")
+            raise VocabularyError(f"{source}: must be a mapping with 'groups: {{name: {{classes: ...}}}}' "
+                                  f"(as LabelSpace.to_dict() writes it), got {got}")
         groups = []
         for name, spec in data["groups"].items():
-            g = LabelGroup(name=name, classes=[], dicom_tags=list(spec.get("dicom_tags", [])),
-                           free_text_tags=list(spec.get("free_text_tags", [])))
+            where = f"{source}: group {name!r}"
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("classes"), Mapping):
+                raise VocabularyError(f"{where} must be a mapping with 'classes: {{name: {{synonyms, codes}}}}', "
+                                      f"got {kind(spec) if not isinstance(spec, Mapping) else kind(spec.get('classes'))}")
+            tags = {k: spec.get(k, []) for k in ("dicom_tags", "free_text_tags")}
+            for key, value in tags.items():
+                if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                    raise VocabularyError(f"{where}: '{key}' must be a list of DICOM keywords, got {value!r}")
+            if not isinstance(name, str) or not name.strip() or "/" in name:
+                raise VocabularyError(f"{where}: a group name must be non-empty text without '/'")
+            g = LabelGroup(name=name, classes=[], **{k: list(v) for k, v in tags.items()})
             for cname, cspec in spec["classes"].items():
-                g.add_class(cname, cspec.get("synonyms", []), cspec.get("codes", []), source="label_space")
+                lists = {k: cspec.get(k, []) for k in ("synonyms", "codes")} if isinstance(cspec, Mapping) else None
+                if lists is None or not all(isinstance(v, list) for v in lists.values()):
+                    raise VocabularyError(f"{where}: class {cname!r} must be a mapping with 'synonyms' and 'codes' "
+                                          f"lists, got {cspec!r}")
+                g.add_class(cname, lists["synonyms"], lists["codes"], source=source)
+            if not g.classes:
+                raise VocabularyError(f"{where} has no classes")
             groups.append(g)
-        return cls(groups)
+        if not groups:
+            raise VocabularyError(f"{source}: no groups (a label space needs at least one)")
+        space = cls(groups)
+        stored = data.get("class_names")
+        if stored is not None and stored != space.class_names:
+            raise VocabularyError(f"{source}: 'class_names' disagree with its groups ({space!r}); it was edited")
+        return space
 
     def to_dict(self) -> dict:
         return {"groups": {g.name: g.to_dict() for g in self.groups}, "class_names": self.class_names}

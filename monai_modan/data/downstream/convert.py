@@ -11,6 +11,7 @@ from typing import Any
 
 from monai.utils.enums import StrEnum
 
+from ...utils.io import utf8_problem
 from .busi import convert_busi
 from .ddti import _IMAGE as _DDTI_IMAGE
 from .ddti import convert_ddti, convert_ddti_csv
@@ -59,8 +60,12 @@ def _csv_header(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return [h.strip().lower() for h in next(csv.reader(f), [])]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DownstreamError(f"cannot read CSV {path}: {e}") from None
+    except OSError as e:
+        raise DownstreamError(f"cannot read CSV {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DownstreamError(f"{path}: not UTF-8 text ({utf8_problem(path)}); save the CSV as UTF-8") from None
+    except csv.Error as e:
+        raise DownstreamError(f"{path}: not a readable CSV ({e})") from None
 
 
 def _csv_kind(path: Path) -> TaskSource:

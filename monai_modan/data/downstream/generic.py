@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ...utils.io import utf8_problem
 from .duplicates import PILLOW_SUFFIXES, DuplicatePolicy, apply_duplicate_policy, pixel_hash
 from .task import (_RESERVED, DownstreamError, TaskDatalist, _ReferenceChecker, load_task_datalist,
                    parse_binary_label, write_task_datalist)
@@ -149,12 +150,17 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
         base_dirs = [Path(image_root).absolute()]
     else:
         base_dirs = [Path(d).absolute() for d in image_root]
+    reader = None
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f, skipinitialspace=True)
             fieldnames = [n.strip() for n in (reader.fieldnames or [])]
             if not fieldnames:
                 raise DownstreamError(f"{csv_path}: empty CSV (a header row such as 'image,label' is required)")
+            twice = sorted({n for n in fieldnames if fieldnames.count(n) > 1})
+            if twice:
+                raise DownstreamError(f"{csv_path}: the header names the column(s) {twice} more than once "
+                                      f"({fieldnames}); which one to read is ambiguous")
             reader.fieldnames = fieldnames
             image_col = _pick_column(fieldnames, image_column, IMAGE_COLUMNS, "image", csv_path)
             label_col = _pick_column(fieldnames, label_column, LABEL_COLUMNS, "label", csv_path)
@@ -167,6 +173,9 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
                 cell = row.get(image_col)
                 if cell is None or row.get(label_col) is None:
                     raise DownstreamError(f"{where}: row has fewer columns than the header {fieldnames}")
+                if row.get(None):  # DictReader keeps the fields beyond the header under None
+                    raise DownstreamError(f"{where}: row has {len(fieldnames) + len(row[None])} fields but the header "
+                                          f"{fieldnames} has {len(fieldnames)} (a file name with an unquoted comma?)")
                 image = _resolve_image(cell, base_dirs, where)
                 label = label_of(row[label_col], f"{where} ({cell.strip()})")
                 if label is None:
@@ -179,8 +188,11 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
                 items.append({"image": image, "label": label, "group": group, "csv_row": where})
     except OSError as e:
         raise DownstreamError(f"cannot read CSV {csv_path}: {e.strerror or e}") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DownstreamError(f"{csv_path}: not a readable CSV ({e})") from None
+    except UnicodeDecodeError:
+        raise DownstreamError(f"{csv_path}: not UTF-8 text ({utf8_problem(csv_path)}); save the CSV as UTF-8") from None
+    except csv.Error as e:
+        line = f" line {reader.line_num}:" if reader is not None else ""
+        raise DownstreamError(f"{csv_path}:{line} not a readable CSV ({e})") from None
     return items, excluded
 
 

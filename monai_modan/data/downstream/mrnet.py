@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from monai.utils.enums import StrEnum
 
-from ...utils.io import atomic_path
+from ...utils.io import atomic_path, utf8_problem
 from .generic import LabelMapper, _finish, _drop_row_info, read_csv_items
 from .task import DownstreamError, TaskDatalist, parse_binary_label
 
@@ -85,6 +85,10 @@ def _read_exam_labels(csv_path: Path) -> dict[str, int]:
             rows = list(csv.reader(f))
     except OSError as e:
         raise DownstreamError(f"cannot read MRNet label file {csv_path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DownstreamError(f"{csv_path}: MRNet label file is not UTF-8 text ({utf8_problem(csv_path)})") from None
+    except csv.Error as e:
+        raise DownstreamError(f"{csv_path}: not a readable CSV ({e})") from None
     for line, row in enumerate(rows, start=1):
         if not any(c.strip() for c in row):
             continue

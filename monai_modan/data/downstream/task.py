@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_write_json, read_text_file
 
 __all__ = [
     "TASK_FORMAT",
@@ -162,20 +162,26 @@ def validate_items(items: Iterable[Mapping[str, Any]], source: str, *, base_dir:
         positive: the name of label 1, for messages.
 
     Raises:
-        TaskDatalistError: no items, an item without image/label, a non-binary label, an image listed twice, a
-            missing image (names the row and the file), or only one class.
+        TaskDatalistError: no items, an item that is not a mapping or lacks image/label, a non-binary label, a
+            ``group`` that is not a text or integer id, an image listed twice, a missing image (names the row, its
+            image and the file), or only one class.
     """
     checker = _ReferenceChecker() if check_images else None
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for row, item in enumerate(items):
         where = f"{source}: item {row}"
-        if not isinstance(item, Mapping) or "image" not in item or "label" not in item:
-            raise TaskDatalistError(f"{where} lacks 'image' or 'label': {item!r}")
+        if not isinstance(item, Mapping):
+            raise TaskDatalistError(f"{where} is not a mapping {{'image': ..., 'label': 0 | 1}}: "
+                                    f"{type(item).__name__} {_brief(item)}")
+        if "image" not in item:
+            raise TaskDatalistError(f"{where} has no 'image' (keys: {sorted(map(str, item))})")
         image = item["image"]
         image = os.fspath(image) if isinstance(image, os.PathLike) else image
-        if not isinstance(image, str) or not image:
+        if not isinstance(image, str) or not image.strip():
             raise TaskDatalistError(f"{where}: 'image' must be a non-empty path, got {item['image']!r}")
+        if "label" not in item:
+            raise TaskDatalistError(f"{where} ({image}) has no 'label' (keys: {sorted(map(str, item))})")
         if base_dir is not None and not os.path.isabs(image):
             image = os.path.join(base_dir, image)
         image = os.path.abspath(image) if "#" not in image else _abs_reference(image)
@@ -187,6 +193,8 @@ def validate_items(items: Iterable[Mapping[str, Any]], source: str, *, base_dir:
         if checker is not None and (problem := checker.problem(image)):
             raise TaskDatalistError(f"{where}: image {image}: {problem}")
         group = item.get("group")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int, np.integer))):
+            raise TaskDatalistError(f"{where} ({image}): 'group' must be a text or integer id, got {_brief(group)}")
         entry = dict(item)
         entry.update(image=image, label=label, group=str(group) if group not in (None, "") else image)
         out.append(entry)
@@ -199,6 +207,11 @@ def validate_items(items: Iterable[Mapping[str, Any]], source: str, *, base_dir:
         raise TaskDatalistError(f"{source}: only one class (all {n} items have label {label} = {name}); "
                                 "a binary task needs both labels 0 and 1")
     return out
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _abs_reference(reference: str) -> str:
@@ -254,22 +267,36 @@ def load_task_datalist(path: str | Path, *, check_images: bool = True,
         always present.
 
     Raises:
-        TaskDatalistError: unreadable or invalid JSON, an unknown ``format``, no ``data_list_key`` list, or any
-            item problem (see :func:`validate_items`).
+        TaskDatalistError: unreadable, not UTF-8 or invalid JSON, an unknown ``format``, no ``data_list_key`` list,
+            ``task``/``positive`` not text, ``notes`` not a list of texts, ``excluded`` not a list of
+            ``{"image", "reason"}``, or any item problem (see :func:`validate_items`).
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise TaskDatalistError(f"cannot read task datalist {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(read_text_file(path, "task datalist", TaskDatalistError))
+    except json.JSONDecodeError as e:
         raise TaskDatalistError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get(data_list_key), list):
-        raise TaskDatalistError(f"{path}: not a datalist (no {data_list_key!r} list of items)")
+        got = (f"the top level is a {type(data).__name__}" if not isinstance(data, dict)
+               else f"{data_list_key!r} is missing" if data_list_key not in data
+               else f"{data_list_key!r} is a {type(data[data_list_key]).__name__}")
+        raise TaskDatalistError(f"{path}: not a datalist (no {data_list_key!r} list of items: {got})")
     fmt = data.get("format")
     if fmt is not None and fmt != TASK_FORMAT:
         raise TaskDatalistError(f"{path}: format {fmt!r} is not a task datalist ({TASK_FORMAT!r}); a pretraining "
                                 "datalist has multi-hot labels, not one binary label")
+    for key in ("task", "positive"):
+        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
+            raise TaskDatalistError(f"{path}: {key!r} must be a non-empty text, got {_brief(data[key])}")
+    if "notes" in data and (not isinstance(data["notes"], list) or not all(isinstance(n, str) for n in data["notes"])):
+        raise TaskDatalistError(f"{path}: 'notes' must be a list of texts, got {_brief(data['notes'])}")
+    excluded = data.get("excluded", [])
+    if not isinstance(excluded, list):
+        raise TaskDatalistError(f"{path}: 'excluded' must be a list of {{'image', 'reason'}}, got {_brief(excluded)}")
+    for i, entry in enumerate(excluded):
+        if not isinstance(entry, Mapping) or not {"image", "reason"} <= set(entry):
+            raise TaskDatalistError(f"{path}: excluded[{i}] must be a mapping with 'image' and 'reason', "
+                                    f"got {_brief(entry)}")
     meta = {k: v for k, v in data.items() if k != data_list_key}
     meta.setdefault("task", path.stem)
     meta.setdefault("positive", "positive")
