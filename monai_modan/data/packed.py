@@ -41,7 +41,8 @@ import torch
 from ..labels.vocabulary import LabelSpace
 from ..utils.io import atomic_path, atomic_write_json, file_sha256
 
-__all__ = ["PackedCorpus", "PackedCorpusError", "pack_datalist", "open_or_pack", "datalist_fingerprint", "FORMAT"]
+__all__ = ["PackedCorpus", "PackedCorpusError", "pack_datalist", "open_or_pack", "datalist_fingerprint", "check_images",
+           "FORMAT"]
 
 FORMAT = "monai-modan/packed/1"
 INDEX_NAME = "index.json"
@@ -134,12 +135,12 @@ def _decoded_chunks(chunks: Sequence[Sequence[str]], image_size: int, workers: i
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _decode_all(paths: Sequence[str], image_size: int, workers: int,
-                progress: bool) -> Iterator[tuple[bytes | None, str]]:
+def _decode_all(paths: Sequence[str], image_size: int, workers: int, progress: bool,
+                desc: str = "packing images") -> Iterator[tuple[bytes | None, str]]:
     """Decoded images in input order, ``workers <= 1`` in this process (see :func:`_decoded_chunks`)."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(paths), disable=not progress, desc="packing images", unit="img") as bar:
+    with tqdm(total=len(paths), disable=not progress, desc=desc, unit="img") as bar:
         if workers <= 1:
             for path in paths:
                 out = _decode(path, image_size)
@@ -150,6 +151,60 @@ def _decode_all(paths: Sequence[str], image_size: int, workers: int,
         for results in _decoded_chunks(chunks, image_size, workers):
             bar.update(len(results))
             yield from results
+
+
+# ------------------------------------------------------------------------------------------------ checking only
+CHECK_FORMAT = "monai-modan/image-check/1"
+
+
+def _file_identity(path: str) -> list[int] | None:
+    """``[size, mtime_ns, ctime_ns]`` of a file (``None`` when it cannot be stat'ed): a rewritten file is
+    checked again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def check_images(paths: Sequence[str], image_size: int, *, cache: str | Path | None = None,
+                 workers: int | None = None, progress: bool = False) -> dict[str, str]:
+    """Decode every image once through the project reader (the decoding pool of :func:`pack_datalist`, which
+    survives a decoder that kills its process) and return ``{path: reason}`` for the ones that fail.
+
+    Nothing is stored but the verdicts: ``cache`` (a JSON file) remembers them per file identity (size, mtime,
+    ctime), reader version and ``image_size``, so a second run over an unchanged corpus decodes nothing again.
+
+    Args:
+        paths: image paths (or ``file.npz#key/index`` references) as a datalist gives them.
+        image_size: side ``S`` in pixels the reader resizes to (what training will load).
+        cache: verdict cache, written atomically; ``None`` = no cache.
+        workers: decoding processes (``None``: as :func:`pack_datalist`).
+    """
+    from .readers import READER_VERSION
+
+    reader = {"version": READER_VERSION, "image_size": int(image_size)}
+    known: dict[str, Any] = {}
+    if cache is not None and Path(cache).is_file():
+        try:
+            stored = json.loads(Path(cache).read_text(encoding="utf-8"))
+            if stored.get("format") == CHECK_FORMAT and stored.get("reader") == reader:
+                known = dict(stored.get("files", {}))
+        except (OSError, ValueError, AttributeError):
+            logger.warning("image check cache %s is unreadable; checking every image again", cache)
+    identities = {p: _file_identity(p.split("#", 1)[0]) for p in dict.fromkeys(os.fspath(p) for p in paths)}
+    verdicts = {p: known[p][1] for p, ident in identities.items()
+                if ident is not None and isinstance(known.get(p), list) and known[p][0] == ident}
+    todo = [p for p in identities if p not in verdicts]
+    if workers is None:
+        workers = min(os.cpu_count() or 1, len(todo) // _MIN_PER_WORKER)
+    for path, (pixels, reason) in zip(todo, _decode_all(todo, int(image_size), workers, progress,
+                                                        desc="checking images")):
+        verdicts[path] = "" if pixels is not None else reason
+    if cache is not None and todo:
+        files = {p: [identities[p], verdicts[p]] for p in identities if identities[p] is not None}
+        atomic_write_json(cache, {"format": CHECK_FORMAT, "reader": reader, "files": files})
+    return {p: reason for p, reason in verdicts.items() if reason}
 
 
 # -------------------------------------------------------------------------------------------------------- packing

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -25,8 +26,9 @@ from monai.utils import StrEnum
 from torch import nn
 
 from ..networks.export import CheckpointError
-from ..utils.io import atomic_path
-from ..utils.distributed import rank, world_size
+from ..utils.errors import UserInputError
+from ..utils.io import atomic_path, atomic_write_json, remove_temporaries
+from ..utils.distributed import barrier, rank, world_size
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoch=N.pt
@@ -49,56 +51,126 @@ class PretrainMethod(StrEnum):
 
 # data ---------------------------------------------------------------------------------------------------------
 def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path | None = None,
-                                 datalist: str | Path | None = None, *, images_per_class: int = 8,
-                                 image_size: int = 64, seed: int = 0, progress: bool = False) -> str:
+                                 datalist: str | Path | None = None, *, progress: bool = False) -> str:
     """Return a datalist path for pretraining: the given ``datalist``, else an index of ``dataset_dir`` (RadImageNet
-    root, DICOM export or MedMNIST files, auto-detected), else the embedded synthetic corpus (generated on first use).
+    root, DICOM export or MedMNIST files, auto-detected) written to ``output_dir/datalist.json``.
 
-    Indexes are written under ``output_dir`` and reused when they already exist.
+    The index is reused when it already exists. Without data the entry layer (bundle config, CLI) chooses the
+    embedded synthetic corpus itself (:func:`monai_modan.synthetic.default_pretraining_datalist`); this engine
+    does not.
+
+    Raises:
+        UserInputError: neither ``datalist`` nor ``dataset_dir`` given.
     """
-    output_dir = Path(output_dir)
     if datalist:  # validated (once) by load_pretraining_data, before any training starts
         return str(datalist)
-    out = output_dir / "datalist.json" if dataset_dir else output_dir / "synthetic" / "datalist.json"
-    # under DDP one rank builds the index/corpus and the others wait, so they never write the same files at once
+    if not dataset_dir:
+        raise UserInputError(f"prepare_pretraining_datalist: no data for {output_dir}: give datalist or dataset_dir "
+                             "(the embedded synthetic corpus is monai_modan.synthetic.default_pretraining_datalist)")
+    out = Path(output_dir) / "datalist.json"
+    # under DDP one rank builds the index and the others wait, so they never write the same files at once
     if rank() == 0:
-        _build_pretraining_datalist(out, dataset_dir, images_per_class, image_size, seed, progress)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        _build_pretraining_datalist(out, dataset_dir, progress)
+    barrier()
     return str(out)
 
 
-def _build_pretraining_datalist(out: Path, dataset_dir, images_per_class: int, image_size: int, seed: int,
-                                progress: bool) -> None:
+def _build_pretraining_datalist(out: Path, dataset_dir: str | Path, progress: bool) -> None:
     from ..data.index import index_path
     from ..data.datalist import write_datalist
     from ..labels import LabelSpace
 
     space = LabelSpace.default()
-    if dataset_dir:
-        result, classes = index_path(dataset_dir, space, progress=progress, cache=out.parent / "dicom-cache.json",
-                                     link_dir=out.parent / "datalist.links")
-    else:
-        from ..data.synthetic import ensure_pretraining_corpus
-
-        corpus = ensure_pretraining_corpus(out.parent, images_per_class=images_per_class, image_size=image_size,
-                                           seed=seed, progress=progress)
-        if out.exists():
-            return
-        result, classes = index_path(corpus.radimagenet_root, space, "radimagenet", progress=progress)
+    result, classes = index_path(dataset_dir, space, progress=progress, cache=out.parent / "dicom-cache.json",
+                                 link_dir=out.parent / "datalist.links")
     if not result.records:
         raise ValueError(f"{dataset_dir}: no usable image to pretrain on (see the index report)")
     write_datalist(result, space, out, classes=classes)
 
 
-def load_pretraining_data(datalist_path: str | Path, batch_size: int, method: PretrainMethod | str = PretrainMethod.MULSUPCON):
-    """Load a datalist and refuse what cannot train: fewer images than one batch, a supervised run without classes."""
+SKIPPED_NAME = "skipped.json"  # the images a run left out, beside its outputs
+MAX_BAD_FRACTION = 0.05  # more undecodable images than this stops the run before training: a wrong folder, not noise
+
+# key -> (kind, low, high, meaning); None bounds are open. Checked before anything is built or loaded.
+_SETTINGS = {
+    "epochs": ("int", 1, None, "training epochs"),
+    "batch_size": ("int", 2, None, "images per step (per rank under DDP)"),
+    "lr": ("float>0", None, None, "learning rate"),
+    "momentum": ("float", 0.0, 1.0, "SGD momentum, in [0, 1)"),
+    "weight_decay": ("float", 0.0, None, "weight decay"),
+    "warmup_epochs": ("int", 0, None, "linear warm-up epochs"),
+    "temperature": ("float>0|None", None, None, "softmax temperature T > 0 (null: the loss's default)"),
+    "threshold": ("float", 0.0, 1.0, "Jaccard threshold tau in (0, 1]"),
+    "image_size": ("int", 8, None, "image side in pixels"),
+    "num_views": ("int", 2, None, "views per image"),
+    "checkpoint_interval": ("int", 1, None, "epochs between checkpoints"),
+    "projection_dim": ("int", 1, None, "projection head output width"),
+    "num_workers": ("int", 0, None, "data-loader processes"),
+    "seed": ("int", 0, None, "random seed"),
+    "max_bad_fraction": ("float", 0.0, 1.0, "largest share of undecodable images a run goes past"),
+}
+
+
+def check_pretraining_settings(**settings: Any) -> dict[str, Any]:
+    """Refuse a bad bundle value before anything is built: one line naming the key, the value and what is accepted.
+
+    ``--epochs abc`` or ``--lr nan`` reach a bundle as strings or NaN, which would fail deep inside the trainer
+    (``'<' not supported``) or silently train on garbage. Known keys are those of ``_SETTINGS``; others pass
+    through. Returns the settings unchanged.
+
+    Raises:
+        UserInputError: the first bad value.
+    """
+    for key, value in settings.items():
+        if key not in _SETTINGS:
+            continue
+        kind, low, high, meaning = _SETTINGS[key]
+        if value is None and kind.endswith("|None"):
+            continue
+        shown = f"{key}={value!r} ({meaning})"
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserInputError(f"{shown}: must be an integer{f' >= {low}' if low is not None else ''}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserInputError(f"{shown}: must be a finite number")
+        if kind.startswith("float>0") and not value > 0:
+            raise UserInputError(f"{shown}: must be > 0")
+        if low is not None and value < low:
+            advice = (" -- a contrastive batch needs at least 2 images, and more negatives train better "
+                      "(the paper: 256)" if key == "batch_size" else "")
+            raise UserInputError(f"{shown}: must be >= {low}{advice}")
+        if high is not None and (value >= high if key == "momentum" else value > high):
+            raise UserInputError(f"{shown}: must be {'<' if key == 'momentum' else '<='} {high}")
+        if key == "threshold" and not value > 0:
+            raise UserInputError(f"{shown}: must be in (0, 1]")
+    epochs, warmup = settings.get("epochs"), settings.get("warmup_epochs")
+    if isinstance(epochs, int) and isinstance(warmup, int) and warmup > epochs:
+        raise UserInputError(f"warmup_epochs={warmup} is longer than epochs={epochs}: the learning rate would never "
+                             "reach its peak")
+    return settings
+
+
+def load_pretraining_data(datalist_path: str | Path, batch_size: int,
+                          method: PretrainMethod | str = PretrainMethod.MULSUPCON, *, image_size: int | None = None,
+                          output_dir: str | Path | None = None, max_bad_fraction: float = MAX_BAD_FRACTION,
+                          workers: int | None = None, progress: bool = True):
+    """Load a datalist and refuse what cannot train: fewer images than one batch, a supervised run without classes.
+
+    With ``image_size``, every training image is first decoded once at that size
+    (:func:`~monai_modan.data.packed.check_images`, the packer's crash-proof decoding pool; verdicts cached in
+    ``output_dir/image_check.json`` per file identity). Images that fail are left out of the run: counted and named
+    in the log and in ``output_dir/skipped.json``; the run goes on -- unless more than ``max_bad_fraction`` of them
+    fail, which stops it here, before training. Under DDP rank 0 decodes and the other ranks read its verdicts.
+    """
     from ..data.datalist import load_datalist
 
     data = load_datalist(datalist_path)
     n = len(data.items("training"))
     if n == 0:
         raise ValueError(f"{datalist_path}: the 'training' split is empty; nothing to pretrain on")
+    if image_size is not None:
+        _leave_out_bad_images(data, datalist_path, image_size, output_dir, max_bad_fraction, workers, progress)
+        n = len(data.items("training"))
     ranks = max(1, world_size())
     if batch_size < 2 or n // ranks < batch_size:
         per_rank = f" ({n // ranks} per rank on {ranks} ranks)" if ranks > 1 else ""
@@ -112,8 +184,40 @@ def load_pretraining_data(datalist_path: str | Path, batch_size: int, method: Pr
     return data
 
 
+def _leave_out_bad_images(data, datalist_path: str | Path, image_size: int, output_dir: str | Path | None,
+                          max_bad_fraction: float, workers: int | None, progress: bool) -> None:
+    from ..data.packed import check_images
+
+    items = data.items("training")
+    paths = [str(item["image"]) for item in items]
+    cache = Path(output_dir) / "image_check.json" if output_dir is not None else None
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if rank() == 0:
+        bad = check_images(paths, image_size, cache=cache, workers=workers, progress=progress)
+    if distributed:  # the others wait for rank 0's verdicts instead of decoding the corpus again
+        message = [bad if rank() == 0 else None]
+        torch.distributed.broadcast_object_list(message, src=0)
+        bad = message[0]
+    if not bad:
+        return
+    listed = [{"image": p, "reason": bad[p]} for p in dict.fromkeys(paths) if p in bad]
+    if output_dir is not None and rank() == 0:
+        atomic_write_json(Path(output_dir) / SKIPPED_NAME, {"datalist": str(datalist_path), "total": len(paths),
+                                                           "skipped": listed})
+    where = f" (all listed in {Path(output_dir) / SKIPPED_NAME})" if output_dir is not None else ""
+    examples = "; ".join(s["reason"] for s in listed[:3])  # each reason names its file
+    if len(listed) > max_bad_fraction * len(paths):
+        raise UserInputError(f"{datalist_path}: {len(listed)} of {len(paths)} training images cannot be decoded, more "
+                             f"than max_bad_fraction={max_bad_fraction:g}{where}; e.g. {examples}")
+    logger.warning("%d of %d training images cannot be decoded and are left out of this run%s: %s", len(listed),
+                   len(paths), where, "; ".join(s["reason"] for s in listed[:10]))
+    data.splits["training"] = [item for item in items if str(item["image"]) not in bad]
+
+
 def pretraining_transforms(image_size: int = 64, num_views: int = 2, load_size: int | None = None, **augment: Any):
-    """MONAI Compose: load grey ``[1, h, w]`` in [0, 1] -> ``[V, 1, image_size, image_size]`` views; float labels."""
+    """MONAI Compose: load grey ``[1, h, w]`` in [0, 1] -> ``[V, 1, image_size, image_size]`` views; float labels.
+
+    ``augment``: further :class:`~monai_modan.transforms.recipe.TwoViewRecipe` fields, or ``recipe=``."""
     from monai.transforms import Compose, EnsureTyped
 
     from ..data.readers import LoadGrayscaleImaged
@@ -122,7 +226,7 @@ def pretraining_transforms(image_size: int = 64, num_views: int = 2, load_size: 
     keys_float = ["label"]
     return Compose([
         LoadGrayscaleImaged(keys="image", spatial_size=load_size or image_size),
-        TwoViewAugmentd(keys="image", num_views=num_views, size=image_size, **augment),
+        TwoViewAugmentd(keys="image", num_views=num_views, image_size=image_size, **augment),
         EnsureTyped(keys=keys_float, dtype=torch.float32, track_meta=False),
         EnsureTyped(keys="image", track_meta=False),
     ])
@@ -195,15 +299,20 @@ def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUP
 
 def build_pretraining_loss(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_views: int = 2,
                            temperature: float | None = None, threshold: float = 0.3) -> nn.Module:
-    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1) or cross-entropy, ready for the trainer."""
+    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1) or cross-entropy, ready for the trainer.
+
+    ``temperature=None`` takes the loss's default (:class:`~monai_modan.losses.MulSupConLoss`,
+    :class:`~monai_modan.losses.NTXentLoss`)."""
     from ..losses import MulSupConLoss, NTXentLoss
 
     method = PretrainMethod(method)
     if method == PretrainMethod.SUPERVISED:
         return nn.CrossEntropyLoss()
+    # None = the loss's own default (its one home); 0 or a negative value is refused by the loss, never replaced
+    given = {} if temperature is None else {"temperature": temperature}
     if method == PretrainMethod.SIMCLR:
-        return ViewLoss(NTXentLoss(temperature=temperature or 0.1), num_views)
-    return ViewLoss(MulSupConLoss(temperature=temperature or 0.07, threshold=threshold), num_views)
+        return ViewLoss(NTXentLoss(**given), num_views)
+    return ViewLoss(MulSupConLoss(**given, threshold=threshold), num_views)
 
 
 # handlers ---------------------------------------------------------------------------------------------------
@@ -323,12 +432,16 @@ class PretrainCheckpoint:
                  export_encoder: bool = True, model_file: str | Path | None = None):
         self.save_dir = Path(save_dir)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.interval = max(1, int(interval))
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise UserInputError(f"checkpoint_interval must be an integer >= 1 (epochs between checkpoints), got "
+                                 f"{interval!r}")
+        self.interval = interval
         self.config = _jsonable(dict(config or {}))
         self.resume_from = str(resume_from) if resume_from else None
         self.export_encoder = export_encoder
         self.model_file = Path(model_file) if model_file else None
         self.rotation = CheckpointRotation(keep_last, self.save_dir if self.resume_from else None)
+        remove_checkpoint_temporaries(self.save_dir)
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -425,6 +538,16 @@ def checkpoint_payload(model: nn.Module, optimizer, scheduler, epoch: int, itera
         "rng": _rng_state(),
         "config": _jsonable(dict(config)),
     }
+
+
+def remove_checkpoint_temporaries(save_dir: str | Path) -> None:
+    """Remove what a run killed while writing (``.checkpoint_epoch=N.pt.<rand>.tmp``, up to ~90 MB each) left in
+    ``save_dir`` (rank 0 only; every later run that writes there calls this)."""
+    if rank() != 0 or not Path(save_dir).is_dir():
+        return
+    for pattern in (f"{CHECKPOINT_PREFIX}*.pt", "checkpoint_final.pt", "encoder.pt", "config.json", "*.pt"):
+        for stale in remove_temporaries(save_dir, pattern):
+            logger.info("removed %s, left by a run that was stopped while writing it", stale)
 
 
 def save_checkpoint(path: Path, payload: dict) -> Path | None:
