@@ -89,10 +89,23 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from tqdm.auto import tqdm
 
-from ..labels.dicom_labels import extract_header_values, header_tags, label_values, non_image_kind, non_image_reason
-from ..labels.privacy import (IDENTIFYING_TAGS, identifier_digests, identifier_pattern, identifier_strings,
-                              keyed_digest, match_identifier_digests)
+from ..labels.dicom_labels import (
+    extract_header_values,
+    header_tags,
+    label_values,
+    non_image_kind,
+    non_image_reason,
+)
+from ..labels.privacy import (
+    IDENTIFYING_TAGS,
+    identifier_digests,
+    identifier_pattern,
+    identifier_strings,
+    keyed_digest,
+    match_identifier_digests,
+)
 from ..labels.vocabulary import LabelSpace
 from ..utils.io import OutputError, atomic_write_json
 from .records import ImageRecord, IndexResult, SkippedFile
@@ -475,8 +488,6 @@ def _read_entry(path: str, rel: str, tags: tuple[str, ...], root: str, id_key: b
 
 def _read_all(root: Path, rels: list[str], tags: tuple[str, ...], workers: int, progress: bool,
               id_key: bytes) -> list[dict]:
-    from tqdm.auto import tqdm
-
     read = partial(_read_entry, tags=tags, root=str(root), id_key=id_key)
     paths = [str(root / rel) for rel in rels]
     with tqdm(total=len(paths), disable=not progress, desc="reading DICOM headers", unit="file") as bar:

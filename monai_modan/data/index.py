@@ -8,6 +8,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..labels.vocabulary import LabelSpace
+from .dicom_index import index_dicom_folder
+from .medmnist import index_medmnist
+from .radimagenet_index import index_radimagenet, looks_like_radimagenet
 
 __all__ = ["SourceType", "detect_source", "index_path"]
 
@@ -23,8 +26,6 @@ class SourceType(StrEnum):
 
 def detect_source(path: Path) -> SourceType:
     """RadImageNet if a ``radiology_ai`` tree is found, MedMNIST for ``.npz`` files, DICOM otherwise."""
-    from .radimagenet_index import looks_like_radimagenet
-
     if path.is_file():
         return SourceType.MEDMNIST if path.suffix == ".npz" else SourceType.DICOM
     if looks_like_radimagenet(path):
@@ -50,15 +51,9 @@ def index_path(path: str | Path, space: LabelSpace, source: SourceType | str = S
     if source == SourceType.AUTO:
         source = detect_source(path)
     if source == SourceType.RADIMAGENET:
-        from .radimagenet_index import index_radimagenet
-
         index = index_radimagenet(path, space, progress=progress)
         return index.result, index.classes
     if source == SourceType.MEDMNIST:
-        from .medmnist import index_medmnist
-
         return index_medmnist(path, space), []
-    from .dicom_index import index_dicom_folder
-
     return index_dicom_folder(path, space, workers=workers, cache=cache, link_dir=link_dir, exclude=exclude,
                               progress=progress), []

@@ -37,9 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..labels.vocabulary import LabelSpace
 from ..utils.io import atomic_path, atomic_write_json, file_sha256
+from .datalist import load_datalist
+from .readers import READER_VERSION, ImageLoadError, LoadGrayscaleImage
 
 __all__ = ["PackedCorpus", "PackedCorpusError", "pack_datalist", "open_or_pack", "datalist_fingerprint", "check_images",
            "FORMAT"]
@@ -69,15 +72,11 @@ def datalist_fingerprint(path: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------- decoding
 @functools.lru_cache(maxsize=4)
 def _loader(image_size: int):
-    from .readers import LoadGrayscaleImage
-
     return LoadGrayscaleImage(spatial_size=image_size)
 
 
 def _decode(path: str, image_size: int) -> tuple[bytes | None, str]:
     """One image -> ``S * S`` uint8 bytes, or ``(None, reason)``; never raises for a bad file."""
-    from .readers import ImageLoadError
-
     try:
         image = _loader(image_size)(path)
     except ImageLoadError as e:  # names the file and the cause, never a header value
@@ -138,8 +137,6 @@ def _decoded_chunks(chunks: Sequence[Sequence[str]], image_size: int, workers: i
 def _decode_all(paths: Sequence[str], image_size: int, workers: int, progress: bool,
                 desc: str = "packing images") -> Iterator[tuple[bytes | None, str]]:
     """Decoded images in input order, ``workers <= 1`` in this process (see :func:`_decoded_chunks`)."""
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(paths), disable=not progress, desc=desc, unit="img") as bar:
         if workers <= 1:
             for path in paths:
@@ -181,8 +178,6 @@ def check_images(paths: Sequence[str], image_size: int, *, cache: str | Path | N
         cache: verdict cache, written atomically; ``None`` = no cache.
         workers: decoding processes (``None``: as :func:`pack_datalist`).
     """
-    from .readers import READER_VERSION
-
     reader = {"version": READER_VERSION, "image_size": int(image_size)}
     known: dict[str, Any] = {}
     if cache is not None and Path(cache).is_file():
@@ -235,8 +230,6 @@ def pack_datalist(
         PackedCorpusError: empty split, a label that is not multi-hot, or no image of the split decodes.
         DatalistError: the datalist cannot be read.
     """
-    from .datalist import load_datalist
-
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise PackedCorpusError(f"image_size must be a positive int (pixels), got {image_size!r}")
     if workers is not None and workers < 0:
@@ -317,8 +310,6 @@ def _warn_skipped(out_dir: Path, skipped: Sequence[dict[str, str]], total: int, 
 
 def _reader_description(image_size: int) -> dict[str, Any]:
     """How the pixels were made: a pack made by another reader version is stale even for the same datalist."""
-    from .readers import READER_VERSION
-
     return {"class": "monai_modan.data.readers.LoadGrayscaleImage", "version": READER_VERSION,
             "spatial_size": int(image_size), "frame": "middle", "window": "dicom_or_minmax",
             "quantisation": "round(255 * x)"}

@@ -61,11 +61,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Resize, Transform
 from monai.utils.enums import StrEnum
+from PIL import Image, ImageOps
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+    as_pixel_options,
+    convert_color_space,
+    get_decoder,
+)
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 __all__ = [
     "ImageLoadError",
@@ -211,8 +231,6 @@ def _dicom_name(ds: Any) -> str:
 def _why_no_pixels(ds: Any) -> str:
     """``"(not an image)"``, or -- for an image header (Rows/Columns, an image SOP class): a copy or writer that
     stopped at an element boundary -- the hint that the file may be truncated, with its size."""
-    from pydicom.uid import UID
-
     sop = ds.get("SOPClassUID")
     sop_name = UID(str(sop)).name if sop else ""
     if "Rows" in ds and "Columns" in ds:
@@ -233,8 +251,6 @@ def _why_no_pixels(ds: Any) -> str:
 def _number_of_frames(ds: Any, name: str) -> int:
     """``NumberOfFrames`` as a count (absent: 1). ``0`` is read as 1, as pydicom does (real single-frame files write
     it); anything that is not a whole number >= 0 raises :class:`ImageLoadError` naming the value."""
-    from pydicom.multival import MultiValue
-
     raw = ds.get("NumberOfFrames")
     text = "" if raw is None else "\\".join(map(str, raw)) if isinstance(raw, MultiValue) else str(raw).strip()
     if not text:
@@ -254,8 +270,6 @@ def _frame_view(ds: Any, index: int) -> Any:
     Enhanced multi-frame objects keep rescale and window per frame in functional groups (shared, then per-frame
     overrides), where pydicom's ``apply_modality_lut``/``apply_voi_lut`` do not look.
     """
-    from pydicom.dataset import Dataset
-
     view = Dataset()
     view.file_meta = getattr(ds, "file_meta", Dataset())  # endianness for OW lookup tables
     for keyword in (
@@ -280,8 +294,6 @@ def _frame_view(ds: Any, index: int) -> Any:
 
 def _dicom_voi(values: np.ndarray, view: Any) -> np.ndarray | None:
     """The file's VOI (LUT, else first window) scaled to ``[0, 1]``; ``None`` when absent or unusable."""
-    from pydicom.pixels import apply_voi, apply_windowing
-
     try:
         lut_item = view.VOILUTSequence[0] if view.get("VOILUTSequence") else None
         if lut_item is not None and "LUTDescriptor" in lut_item and "LUTData" in lut_item:
@@ -337,9 +349,6 @@ def dicom_to_grayscale(
         ImageLoadError: no pixel data, a bad frame index, an undecodable payload (e.g. a missing codec plugin),
             or an unsupported photometric interpretation.
     """
-    from pydicom.pixels import as_pixel_options, get_decoder
-    from pydicom.uid import UID
-
     name = _dicom_name(ds)
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise ImageLoadError(f"{name}: DICOM object has no Pixel Data {_why_no_pixels(ds)}")
@@ -378,8 +387,6 @@ def _display_grey(
     percentiles: Sequence[float],
 ) -> np.ndarray:
     """Decoded pixels of one frame -> float32 ``[Rows, Columns]`` in ``[0, 1]`` (see :func:`dicom_to_grayscale`)."""
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
-
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         problem = _nonfinite(pixels)  # Float / Double Float Pixel Data may hold NaN
         if problem:
@@ -430,9 +437,6 @@ _DICM_END = 132  # 128-byte preamble + "DICM"
 def _dicom_truncation(ds: Any, size: int, preamble: bool) -> str | None:
     """Where a just-read file is cut short, from the element lengths pydicom saw (no pixels are decoded); ``None``
     if it is complete. pydicom itself stops quietly at the end of the file and keeps a short last value."""
-    from pydicom.dataelem import RawDataElement
-    from pydicom.uid import UID
-
     has_pixels = any(keyword in ds for keyword in PIXEL_KEYWORDS)
     meta = getattr(ds, "file_meta", None)
     meta_end = None
@@ -471,8 +475,6 @@ def _dicom_truncation(ds: Any, size: int, preamble: bool) -> str | None:
 
 def _read_dicom(path: Path, preamble: bool) -> Any:
     """``dcmread`` (``force`` without the ``DICM`` marker); a file cut short raises, named as truncated."""
-    import pydicom
-
     try:
         size = path.stat().st_size
         ds = pydicom.dcmread(path, force=not preamble)
@@ -491,8 +493,6 @@ def _read_dicom(path: Path, preamble: bool) -> Any:
                              f"byte 128; read as a bare data set, {problem})")
     if any(keyword in ds for keyword in PIXEL_KEYWORDS) and not getattr(ds, "file_meta", {}).get("TransferSyntaxUID"):
         # headerless (ACR-NEMA style) file: the encoding pydicom read it with is the transfer syntax
-        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
         implicit, little = getattr(ds, "original_encoding", (True, True))
         ds.file_meta.TransferSyntaxUID = (
             ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
@@ -547,8 +547,6 @@ def _array_to_grayscale(
 
 
 def _load_pillow(path: Path, frame: FramePolicy | str | int, percentiles: Sequence[float]) -> np.ndarray:
-    from PIL import Image, ImageOps
-
     try:
         with Image.open(path) as image:
             image.seek(_frame_index(getattr(image, "n_frames", 1), frame))

@@ -34,7 +34,6 @@ checkpoint when both were given the same ``config``.
 from __future__ import annotations
 
 import copy
-
 import logging
 import time
 from collections.abc import Mapping
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.packed import PackedCorpus, PackedCorpusError, open_or_pack
 from ..losses.mulsupcon import MulSupConLoss
 from ..losses.ntxent import NTXentLoss
 from ..transforms.batched import BatchedTwoViewAugment
@@ -167,8 +167,6 @@ def load_device_corpus(datalist_path: str | Path, pack_dir: str | Path, image_si
     Raises:
         PackedCorpusError: the datalist cannot be packed (on every rank under DDP).
     """
-    from ..data.packed import PackedCorpus, PackedCorpusError, open_or_pack
-
     pack, failure = None, None
     if distributed_rank() == 0:
         try:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, EnsureTyped
 from torch import nn
 
 from ..data.datalist import Datalist
+from ..data.readers import LoadGrayscaleImaged
 from ..utils.io import atomic_path
 
 __all__ = ["compute_embeddings", "embed_datalist"]
@@ -22,11 +25,6 @@ def compute_embeddings(encoder: nn.Module, items: list[dict], image_size: int = 
     Images go through the same loading path as training (grey, [0, 1], ``image_size``²) without augmentation; the
     encoder runs in eval mode (BatchNorm running statistics).
     """
-    from monai.data import DataLoader, Dataset
-    from monai.transforms import Compose, EnsureTyped
-
-    from ..data.readers import LoadGrayscaleImaged
-
     if not items:
         raise ValueError("no images to embed (empty split)")
     transform = Compose([LoadGrayscaleImaged(keys="image", spatial_size=image_size), EnsureTyped(keys="image", track_meta=False)])

@@ -22,13 +22,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import StrEnum
+from ignite.engine import Events
+from ignite.handlers import ProgressBar as IgniteProgressBar
+from monai.transforms import Compose, EnsureTyped
+from monai.utils import CommonKeys, StrEnum
 from torch import nn
 
+from ..data.datalist import load_datalist, write_datalist
+from ..data.index import index_path
+from ..data.packed import check_images
+from ..data.readers import LoadGrayscaleImaged
+from ..labels import LabelSpace
+from ..losses import MulSupConLoss, NTXentLoss
+from ..networks import ContrastiveModel, SupervisedModel, build_encoder
 from ..networks.export import CheckpointError
+from ..networks.export import export_encoder as export
+from ..transforms import TwoViewAugmentd
+from ..utils.distributed import barrier, rank, world_size
 from ..utils.errors import UserInputError
 from ..utils.io import atomic_path, atomic_write_json, remove_temporaries
-from ..utils.distributed import barrier, rank, world_size
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoch=N.pt
@@ -76,10 +88,6 @@ def prepare_pretraining_datalist(output_dir: str | Path, dataset_dir: str | Path
 
 
 def _build_pretraining_datalist(out: Path, dataset_dir: str | Path, progress: bool) -> None:
-    from ..data.index import index_path
-    from ..data.datalist import write_datalist
-    from ..labels import LabelSpace
-
     space = LabelSpace.default()
     result, classes = index_path(dataset_dir, space, progress=progress, cache=out.parent / "dicom-cache.json",
                                  link_dir=out.parent / "datalist.links")
@@ -162,8 +170,6 @@ def load_pretraining_data(datalist_path: str | Path, batch_size: int,
     in the log and in ``output_dir/skipped.json``; the run goes on -- unless more than ``max_bad_fraction`` of them
     fail, which stops it here, before training. Under DDP rank 0 decodes and the other ranks read its verdicts.
     """
-    from ..data.datalist import load_datalist
-
     data = load_datalist(datalist_path)
     n = len(data.items("training"))
     if n == 0:
@@ -186,8 +192,6 @@ def load_pretraining_data(datalist_path: str | Path, batch_size: int,
 
 def _leave_out_bad_images(data, datalist_path: str | Path, image_size: int, output_dir: str | Path | None,
                           max_bad_fraction: float, workers: int | None, progress: bool) -> None:
-    from ..data.packed import check_images
-
     items = data.items("training")
     paths = [str(item["image"]) for item in items]
     cache = Path(output_dir) / "image_check.json" if output_dir is not None else None
@@ -218,11 +222,6 @@ def pretraining_transforms(image_size: int = 64, num_views: int = 2, load_size: 
     """MONAI Compose: load grey ``[1, h, w]`` in [0, 1] -> ``[V, 1, image_size, image_size]`` views; float labels.
 
     ``augment``: further :class:`~monai_modan.transforms.recipe.TwoViewRecipe` fields, or ``recipe=``."""
-    from monai.transforms import Compose, EnsureTyped
-
-    from ..data.readers import LoadGrayscaleImaged
-    from ..transforms import TwoViewAugmentd
-
     keys_float = ["label"]
     return Compose([
         LoadGrayscaleImaged(keys="image", spatial_size=load_size or image_size),
@@ -284,8 +283,6 @@ class ViewLoss(nn.Module):
 def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_classes: int | None = None,
                             stem: str = "conv3x3", projection_dim: int = 128, channels_last: bool = True) -> nn.Module:
     """ResNet-18 encoder + projection head (contrastive) or linear classifier (supervised)."""
-    from ..networks import ContrastiveModel, SupervisedModel, build_encoder
-
     method = PretrainMethod(method)
     encoder = build_encoder(stem=stem)
     if method == PretrainMethod.SUPERVISED:
@@ -303,8 +300,6 @@ def build_pretraining_loss(method: PretrainMethod | str = PretrainMethod.MULSUPC
 
     ``temperature=None`` takes the loss's default (:class:`~monai_modan.losses.MulSupConLoss`,
     :class:`~monai_modan.losses.NTXentLoss`)."""
-    from ..losses import MulSupConLoss, NTXentLoss
-
     method = PretrainMethod(method)
     if method == PretrainMethod.SUPERVISED:
         return nn.CrossEntropyLoss()
@@ -327,8 +322,6 @@ class EpochSeeding:
         self.seed, self.transform = int(seed), transform
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine) -> None:
@@ -345,13 +338,9 @@ class ProgressBar:
     """tqdm progress bar with the running loss (ignite's ``ProgressBar``, attachable from a bundle's handler list)."""
 
     def __init__(self, persist: bool = False):
-        from ignite.handlers import ProgressBar as IgniteProgressBar
-
         self.bar = IgniteProgressBar(persist=persist)
 
     def attach(self, engine) -> None:
-        from monai.utils import CommonKeys
-
         self.bar.attach(engine, output_transform=lambda out: {"loss": out[CommonKeys.LOSS].detach().item()})
 
 
@@ -359,13 +348,9 @@ class FiniteLossGuard:
     """Stop with a clear error at the first non-finite loss, naming epoch, iteration and the usual causes."""
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine) -> None:
-        from monai.utils import CommonKeys
-
         loss = engine.state.output[CommonKeys.LOSS]
         if not torch.isfinite(loss).all():
             raise FloatingPointError(
@@ -387,8 +372,6 @@ class PretrainDiagnostics:
         self._t0, self._images, self._steps, self._sums = 0.0, 0, 0, {}
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.EPOCH_STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
@@ -397,8 +380,6 @@ class PretrainDiagnostics:
         self._t0, self._images, self._steps, self._sums = time.perf_counter(), 0, 0, {}
 
     def _iteration(self, engine) -> None:
-        from monai.utils import CommonKeys
-
         self._images += int(engine.state.output[CommonKeys.IMAGE].shape[0]) // self.num_views
         self._steps += 1
         for k, v in (getattr(self.loss, "last_diagnostics", None) or {}).items():
@@ -444,8 +425,6 @@ class PretrainCheckpoint:
         remove_checkpoint_temporaries(self.save_dir)
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
-
         if self.resume_from:
             engine.add_event_handler(Events.STARTED, self._resume)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
@@ -489,8 +468,6 @@ def save_final_outputs(save_dir: str | Path, model: nn.Module, payload: dict, co
     if final is None:
         return None
     if export_encoder:
-        from ..networks.export import export_encoder as export
-
         export(_unwrap(model), save_dir / "encoder.pt")
     with atomic_path(save_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(_jsonable(dict(config)), indent=2))

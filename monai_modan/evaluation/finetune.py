@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
+from ..data.readers import LoadGrayscaleImage
 from ..networks.weights import InitSpec
 from .stats import EvalMode, fold_auc
 
@@ -154,10 +156,6 @@ class TaskImages:
             ImageLoadError: an image cannot be read (names the file). Nothing is skipped: the fold plan fixes the
                 item set, and dropping an image would silently change it.
         """
-        from tqdm.auto import tqdm
-
-        from ..data.readers import LoadGrayscaleImage
-
         if not items:
             raise ValueError("no images to load")
         loader = LoadGrayscaleImage(spatial_size=int(image_size))

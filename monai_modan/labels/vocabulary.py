@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
 
 from ..utils.io import parse_yaml_text, read_yaml_file
 from .privacy import IDENTIFYING_TAGS
@@ -227,8 +228,6 @@ def _parse_group(name: str, spec: object, source: str, group: LabelGroup | None 
 
 
 def _check_keywords(tags: Sequence[str], where: str) -> None:
-    from pydicom.datadict import tag_for_keyword
-
     bad = [t for t in tags if tag_for_keyword(t) is None]
     if bad:
         raise VocabularyError(f"{where}: {bad} are not DICOM keywords (write e.g. 'BodyPartExamined', 'ImageLaterality')")

@@ -2,7 +2,7 @@
 
 The ModAn paper's encoder is "a ResNet-18 with a 1-channel 3x3 stride-1 stem, other layers unchanged" and is
 quoted at 6.81 GMAC per 224x224 view, 3.75x a standard ResNet-18 (1.82 GMAC). Multiply-accumulates of every conv
-and linear layer, counted with forward hooks (as ``tests/test_networks.py`` does) on MONAI's ``resnet18`` with a
+and linear layer, counted with forward hooks (as ``tests/networks/test_networks.py`` does) on MONAI's ``resnet18`` with a
 1000-class fc (0.5 M MAC, absent from the encoder):
 
 =====================================================  ===========  ========

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 __all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable", "file_sha256",
            "read_yaml_file", "remove_temporaries", "read_text_file", "parse_yaml_text", "utf8_problem"]
@@ -124,8 +127,6 @@ def file_sha256(path: str | Path) -> str:
 
 def _utf8_problem_in(blocks: Any) -> str | None:
     """Where a byte stream (an iterable of blocks) stops being UTF-8: ``"byte 0xff at offset N, line L"``."""
-    import codecs
-
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, lines = 0, 1
     for block in blocks:
@@ -184,8 +185,6 @@ def _yaml_problem(e: Exception) -> str:
 
 def _check_duplicate_keys(node: Any, source: str, error: type[Exception], trail: tuple[str, ...] = ()) -> None:
     """Walk a composed YAML node tree; a key given twice in one mapping is an ``error`` (YAML keeps the last)."""
-    import yaml
-
     if isinstance(node, yaml.MappingNode):
         first: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
@@ -207,8 +206,6 @@ def _check_duplicate_keys(node: Any, source: str, error: type[Exception], trail:
 def parse_yaml_text(text: str, source: str, error: type[Exception] = ValueError) -> Any:
     """Safe-load one YAML document; ``error`` naming ``source`` when it is not valid YAML (one line: the problem,
     its line and column) or gives a key twice in one mapping (which YAML would resolve silently to the last)."""
-    import yaml
-
     try:
         loader = yaml.SafeLoader(text)
         try:

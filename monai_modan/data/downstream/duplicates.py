@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 from monai.utils.enums import StrEnum
+from PIL import Image, ImageOps
 
+from ..readers import ImageLoadError, load_grayscale
 from .task import DownstreamError
 
 __all__ = ["DuplicatePolicy", "pixel_hash", "apply_duplicate_policy", "PILLOW_SUFFIXES"]
@@ -53,8 +55,6 @@ def pixel_hash(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of an image's decoded pixels, its shape and pixel type. Raises :class:`DownstreamError`."""
     path = Path(path)
     if path.suffix.lower() in PILLOW_SUFFIXES:
-        from PIL import Image, ImageOps
-
         try:
             with Image.open(path) as image:
                 image = ImageOps.exif_transpose(image)
@@ -67,8 +67,6 @@ def pixel_hash(path: str | os.PathLike) -> str:
         except Exception as e:  # UnidentifiedImageError, truncated file, bad EXIF ...
             raise DownstreamError(f"{path}: cannot decode image: {e}") from e
     else:
-        from ..readers import ImageLoadError, load_grayscale
-
         try:
             tag, pixels = "grey", load_grayscale(path)
         except ImageLoadError as e:

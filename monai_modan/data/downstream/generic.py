@@ -17,9 +17,22 @@ from typing import Any
 import numpy as np
 
 from ...utils.io import utf8_problem
-from .duplicates import PILLOW_SUFFIXES, DuplicatePolicy, apply_duplicate_policy, pixel_hash
-from .task import (_RESERVED, DownstreamError, TaskDatalist, _ReferenceChecker, load_task_datalist,
-                   parse_binary_label, write_task_datalist)
+from ..medmnist import medmnist_reference
+from .duplicates import (
+    PILLOW_SUFFIXES,
+    DuplicatePolicy,
+    apply_duplicate_policy,
+    pixel_hash,
+)
+from .task import (
+    _RESERVED,
+    DownstreamError,
+    TaskDatalist,
+    _ReferenceChecker,
+    load_task_datalist,
+    parse_binary_label,
+    write_task_datalist,
+)
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -354,8 +367,6 @@ def convert_medmnist(path: str | Path, out: str | Path, *, positive_labels: Iter
 
     Every image is its own group: MedMNIST carries no patient ids.
     """
-    from ..medmnist import medmnist_reference
-
     path = Path(path)
     flag = _MEDMNIST_SIZE.sub("", path.stem.lower())
     known = MEDMNIST_POSITIVE.get(flag)

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 from monai.utils.enums import StrEnum
+from PIL import Image
 
 from ...utils.io import atomic_path, utf8_problem
-from .generic import LabelMapper, _finish, _drop_row_info, read_csv_items
+from .generic import LabelMapper, _drop_row_info, _finish, read_csv_items
 from .task import DownstreamError, TaskDatalist, parse_binary_label
 
 __all__ = ["SlicePolicy", "MRNET_PLANES", "MRNET_SPLITS", "MRNET_POSITIVE", "select_slices", "convert_mrnet",
@@ -123,8 +124,6 @@ def _load_volume(path: Path) -> np.ndarray:
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
-    from PIL import Image
-
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(tmp, format="PNG")
 

@@ -17,7 +17,7 @@ from monai.bundle import run
 from monai_modan.engines.pretrain import build_pretraining_loss, check_pretraining_settings
 from monai_modan.utils.errors import UserInputError, root_cause
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "modan_pretrain"
 CONFIGS = BUNDLE / "configs"
 SMALL = {"image_size": 32, "batch_size": 8, "checkpoint_interval": 1, "epochs": 1}

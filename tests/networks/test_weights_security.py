@@ -27,7 +27,7 @@ from monai_modan.evaluation.inits import default_init, pretrained_inits
 from monai_modan.networks import CheckpointError, ResNet18Encoder, build_encoder, export_encoder, load_encoder
 from monai_modan.networks.weights import InitKind, InitSpec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PWNED = b"pwned!\n"
 SIZE = 32
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import run, verify_metadata
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "monai_modan" / "resources" / "bundle_meta_schema.json"
 TASK_BUNDLES = ("breast_us", "thyroid_us", "acl_mrnet")
 TINY = {"image_size": 32, "synthetic_images": 96, "folds": 3, "recipe#epochs": 1, "device": "cpu"}

@@ -208,17 +208,17 @@ def test_fine_classes_need_a_valid_index_on_every_item(tmp_path, caplog):
 
 
 def test_a_datalist_rewritten_while_read_is_not_packed(tmp_path, monkeypatch):
-    from monai_modan.data import datalist as datalist_module
+    from monai_modan.data import packed as packed_module
 
     datalist, _, _ = make_datalist(tmp_path)
-    real = datalist_module.load_datalist
+    real = packed_module.load_datalist
 
     def load_then_rewrite(path, *args, **kwargs):
         data = real(path, *args, **kwargs)
         datalist.write_text(datalist.read_text() + " ")  # an indexer still writing
         return data
 
-    monkeypatch.setattr(datalist_module, "load_datalist", load_then_rewrite)
+    monkeypatch.setattr(packed_module, "load_datalist", load_then_rewrite)
     with pytest.raises(PackedCorpusError, match="changed while it was being read"):
         pack_datalist(datalist, tmp_path / "pack", SIZE, workers=0)
 

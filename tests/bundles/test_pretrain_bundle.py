@@ -12,7 +12,7 @@ import torch
 from monai.bundle import ckpt_export, run, verify_metadata, verify_net_in_out
 from monai.optimizers import WarmupCosineSchedule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "modan_pretrain"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "monai_modan" / "resources" / "bundle_meta_schema.json"
