@@ -14,10 +14,16 @@ reason                        when
                               read with ``force=True``)
 ``unreadable file``           the OS refuses to open or stat it
 ``unreadable header``         pydicom fails on the header (the detail holds the error, values quoted out)
-``truncated file``            the file ends before or inside its Pixel Data (checked from the element lengths,
-                              without reading the pixels)
+``truncated file``            the file is cut short: from right after the ``DICM`` marker to inside its Pixel Data
+                              or an element after it (checked from the element lengths, without reading the
+                              pixels); the detail reads like the image reader's ``truncated DICOM file (N bytes):
+                              where``. Where pydicom stops quietly or fails on a cut value (a group length, a
+                              transfer syntax, a tag), a walk of the element structure by the lengths tells the cut
+                              from a broken file; a header cut exactly at an element boundary is told only when it
+                              stops before a UID every object has (SOP class/instance, study, series)
 ``non-image object (SR)``     SR, KO, PR, RT objects, waveforms, encapsulated PDF, SEG ... (Modality or SOP class)
-``no pixel data``             no Rows/Columns
+``no pixel data``             no Rows/Columns (for an image SOP class the detail adds the reader's hint that the file
+                              may be cut at an element boundary before its Pixel Data, with the size)
 ============================  ==========================================================================
 
 The walk is recursive and sorted; symbolic links to files are read, links to folders are not followed.
@@ -116,9 +122,10 @@ __all__ = ["DicomIndexError", "DicomIndexResult", "index_dicom_folder", "read_he
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "monai-modan/dicom-header-cache"
-CACHE_VERSION = 4  # 2: keys are hashes of the relative paths, entries flag identifying paths; 3: wider redaction,
+CACHE_VERSION = 5  # 2: keys are hashes of the relative paths, entries flag identifying paths; 3: wider redaction,
 # the indexed root's hash, ctime in the freshness check, entries flag a root that names the patient; 4: keys and the
-# root's hash keyed with the link folder's secret, code strings redacted, entries hold keyed identifier digests
+# root's hash keyed with the link folder's secret, code strings redacted, entries hold keyed identifier digests;
+# 5: files cut short are told by a walk of their element structure (were 'no pixel data' or 'unreadable header')
 _PATH_SUBSTRING_MIN = 6  # path checks: values with digits of >= 6 letters/digits are found inside a longer name
 _PATH_MIN_LENGTH = 3  # path checks: values under 3 letters/digits are not looked for
 _GEOMETRY_TAGS = ("Modality", "SOPClassUID", "Rows", "Columns", "NumberOfFrames", "PhotometricInterpretation",
@@ -129,6 +136,9 @@ _BARE_DATASET_STARTS = (b"\x08\x00", b"\x00\x08", b"\x02\x00")
 _UNDEFINED = 0xFFFFFFFF
 _WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (any script)
 _LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+_DICM_END = 132  # the 128-byte preamble and the "DICM" marker
+_ITEM, _ITEM_END, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
+_MAX_NESTING = 32  # sequences in sequences the structure walk follows
 
 
 class DicomIndexError(ValueError):
@@ -174,12 +184,195 @@ def _transfer_syntax(ds: pydicom.Dataset) -> pydicom.uid.UID | None:
     return syntax
 
 
+class _Cut(Exception):
+    """The element structure runs past the end of the file; the message says where. ``in_tag``: only the 8-byte
+    tag/VR/length header of a last element is cut (pydicom stops there quietly)."""
+
+    def __init__(self, message: str, in_tag: bool = False) -> None:
+        super().__init__(message)
+        self.in_tag = in_tag
+
+
+class _Lost(Exception):
+    """The bytes do not parse as data elements: the structure walk gives no verdict."""
+
+
+def _what(group: int, element: int) -> str:
+    return "its Pixel Data" if (group, element) in _PIXEL_TAGS else f"element ({group:04X},{element:04X})"
+
+
+def _hop_items(fp: BinaryIO, size: int, implicit: bool, little: bool, what: str, depth: int) -> None:
+    """Hop over the items of an undefined-length element (a sequence, encapsulated Pixel Data) to its delimiter."""
+    endian = "<" if little else ">"
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            raise _Cut(f"the file ends inside {what}, before the end of its items")
+        group, element, length = struct.unpack(endian + "HHL", head)
+        if (group, element) == _SEQUENCE_END:
+            return
+        if (group, element) != _ITEM:
+            raise _Lost
+        if length == _UNDEFINED:
+            _hop_elements(fp, size, implicit, little, depth=depth + 1, inside=what)
+        elif fp.tell() + length > size:
+            raise _Cut(f"the file ends inside {what}: {fp.tell() + length - size} bytes are missing")
+        else:
+            fp.seek(length, os.SEEK_CUR)
+
+
+def _hop_elements(fp: BinaryIO, size: int, implicit: bool, little: bool, *, depth: int = 0, inside: str = "",
+                  after: str = "") -> int | None:
+    """Hop over data elements from ``fp`` by their lengths (values are skipped, never read) to the end of the file,
+    or -- ``inside`` an undefined-length item -- to the item's delimiter; the last element's tag (``None``: none).
+    Raises :class:`_Cut` where the file ends inside an element (``after``: what the first element follows, for the
+    message), :class:`_Lost` when the bytes do not parse as elements."""
+    if depth > _MAX_NESTING:
+        raise _Lost
+    endian = "<" if little else ">"
+    last = None
+    while True:
+        if fp.tell() >= size:
+            if inside:
+                raise _Cut(f"the file ends inside {inside}, before the end of its items")
+            return last
+        head = fp.read(8)
+        if len(head) < 8:
+            where = inside or f"the header of the element that follows {after or 'the file meta header'}"
+            raise _Cut(f"the file ends inside {where}", in_tag=not inside)
+        group, element = struct.unpack(endian + "HH", head[:4])
+        if inside and (group, element) == _ITEM_END:
+            return last
+        what, vr = _what(group, element), head[4:6]
+        item_implicit, item_little = implicit, little
+        if implicit or group == 0xFFFE:  # items and delimiters have no VR
+            (length,) = struct.unpack(endian + "L", head[4:8])
+        elif not (vr.isalpha() and vr.isupper()):
+            raise _Lost
+        elif vr in _LONG_LENGTH_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                raise _Cut(f"the file ends inside the header of {what}")
+            (length,) = struct.unpack(endian + "L", extra)
+            if vr == b"UN":  # an undefined-length UN holds implicit little-endian items
+                item_implicit, item_little = True, True
+        else:
+            (length,) = struct.unpack(endian + "H", head[6:8])
+        if length == _UNDEFINED:
+            _hop_items(fp, size, item_implicit, item_little, what, depth)
+        elif fp.tell() + length > size:
+            raise _Cut(f"the file ends inside {what}: {fp.tell() + length - size} of its {length} bytes are missing")
+        else:
+            fp.seek(length, os.SEEK_CUR)
+        after, last = what, group << 16 | element
+
+
+def _hop_meta(fp: BinaryIO, size: int) -> str | None:
+    """Hop over the file meta header (explicit VR little endian, group 0002) from ``fp``; its Transfer Syntax UID."""
+    start, meta_end = fp.tell(), size + 1
+    head = fp.read(12)
+    if head[:6] == b"\x02\x00\x00\x00UL" and len(head) == 12:  # the group length says where the meta header ends
+        meta_end = start + 12 + struct.unpack("<L", head[8:12])[0]
+        if meta_end > size:
+            raise _Cut(f"the file ends inside its file meta header, which needs {meta_end} bytes")
+    fp.seek(start)
+    syntax = None
+    while fp.tell() < size:
+        at = fp.tell()
+        head = fp.read(8)
+        if len(head) < 8:
+            raise _Cut("the file ends inside the header of the first element of its data set" if at >= meta_end else
+                       "the file ends inside its file meta header")
+        group, element = struct.unpack("<HH", head[:4])
+        if group != 0x0002:
+            fp.seek(-8, os.SEEK_CUR)
+            break
+        vr = head[4:6]
+        if not (vr.isalpha() and vr.isupper()):
+            raise _Lost
+        if vr in _LONG_LENGTH_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                raise _Cut("the file ends inside its file meta header")
+            (length,) = struct.unpack("<L", extra)
+        else:
+            (length,) = struct.unpack("<H", head[6:8])
+        if length == _UNDEFINED:
+            raise _Lost
+        if fp.tell() + length > size:
+            raise _Cut(f"the file ends inside its file meta header: {fp.tell() + length - size} bytes are missing")
+        if element == 0x0010:
+            syntax = fp.read(length).rstrip(b"\0 ").decode("ascii", "replace")
+        else:
+            fp.seek(length, os.SEEK_CUR)
+    else:  # the file ends with its meta header
+        raise _Cut("the file ends right after its file meta header (no data set)" if syntax else
+                   "the file ends inside its file meta header (no Transfer Syntax UID)")
+    return syntax
+
+
+def _structure_end(fp: BinaryIO, size: int, encoding: tuple[bool, bool] | None = None) -> tuple[str | None, int | None]:
+    """``(problem, last tag)``: where the file is cut short, from a walk of its whole element structure by the
+    element lengths (no value is read but the Transfer Syntax UID) -- ``None`` when the structure ends with the file
+    or cannot be followed (not DICOM, a deflated data set) -- and the tag of the data set's last element when it
+    ends with the file. ``encoding``: ``(implicit VR, little endian)`` of a file without a transfer syntax
+    (pydicom's guess); without it, guessed from the first tag. Called only for files pydicom fails on or finds no
+    image in (one small read per element)."""
+    try:
+        fp.seek(0)
+        first = fp.read(_DICM_END)
+        if first[128:132] == b"DICM" or first[:2] == b"\x02\x00":
+            if size == _DICM_END:
+                return "the file ends right after the 128-byte preamble and the 'DICM' marker", None
+            fp.seek(_DICM_END if first[128:132] == b"DICM" else 0)
+            syntax = _hop_meta(fp, size)
+        else:
+            fp.seek(0)
+            syntax = None
+        if syntax:
+            uid = pydicom.uid.UID(syntax)
+            if not uid.is_transfer_syntax or uid.is_deflated:
+                return None, None  # an unknown encoding, or deflated offsets that are not file offsets
+            implicit, little = uid.is_implicit_VR, uid.is_little_endian
+        elif encoding is not None:
+            implicit, little = encoding
+        else:  # a group number reads smaller in its own byte order; explicit VRs are two capitals
+            start = fp.tell()
+            tag = fp.read(6)
+            fp.seek(start)
+            if len(tag) < 6:
+                return None, None
+            little = struct.unpack("<H", tag[:2])[0] <= struct.unpack(">H", tag[:2])[0]
+            implicit = not (tag[4:6].isalpha() and tag[4:6].isupper())
+        return None, _hop_elements(fp, size, implicit, little)
+    except _Cut as cut:
+        return str(cut), None
+    except (_Lost, ValueError, OSError, struct.error):
+        return None, None
+
+
+# the type-1 UIDs of every DICOM object (SOP Common, General Study and General Series modules), in tag order
+_EVERY_OBJECT_HAS = ((0x00080016, "SOP Class UID"), (0x00080018, "SOP Instance UID"),
+                     (0x0020000D, "Study Instance UID"), (0x0020000E, "Series Instance UID"))
+
+
+def _incomplete_header(last: int | None) -> str | None:
+    """Why a data set whose structure ends with the file, at its element ``last``, is not a whole DICOM object: it
+    stops before a UID that every object has, so the file was cut at an element boundary (elements are stored in
+    tag order; a file that merely lacks one has later elements). ``None`` otherwise."""
+    missing = next((name for tag, name in _EVERY_OBJECT_HAS if last is not None and last < tag), None)
+    if missing is None:
+        return None
+    return f"the data set ends before its {missing}, which every DICOM object has (cut at an element boundary)"
+
+
 def _truncation(fp: BinaryIO, ds: pydicom.Dataset, size: int) -> str | None:
     """Where the file is cut short, checked from element lengths only (no pixel bytes are read); ``None`` if complete.
 
     ``fp`` stands where ``dcmread(..., stop_before_pixels=True, specific_tags=...)`` left it: at the Pixel Data tag,
     at the end of the file, or past it when pydicom skipped an unrequested element that the file cuts short. A
-    deflated transfer syntax cannot be checked cheaply and passes.
+    deflated transfer syntax cannot be checked cheaply and passes. The elements after a whole Pixel Data (padding,
+    signatures) are hopped over too: the image reader refuses a file cut inside one of them.
     """
     syntax = _transfer_syntax(ds)
     if syntax is not None and syntax.is_deflated:
@@ -189,7 +382,8 @@ def _truncation(fp: BinaryIO, ds: pydicom.Dataset, size: int) -> str | None:
         isinstance(e, RawDataElement) and e.length != _UNDEFINED and e.value_tell + e.length > size
         for e in ds.elements()
     ):
-        return "the file ends inside its header"
+        problem, _ = _structure_end(fp, size, getattr(ds, "original_encoding", None))
+        return problem or "the file ends inside its header"
     head = fp.read(8)
     if len(head) < 8:  # no Pixel Data element: fine for a header-only object, not for an image header
         return "the file ends before its Pixel Data" if ds.get("Rows") and ds.get("Columns") else None
@@ -203,26 +397,40 @@ def _truncation(fp: BinaryIO, ds: pydicom.Dataset, size: int) -> str | None:
     elif vr in _LONG_LENGTH_VRS:
         extra = fp.read(4)
         if len(extra) < 4:
-            return "the file ends inside the Pixel Data header"
+            return "the file ends inside the header of its Pixel Data"
         (length,), header = struct.unpack(endian + "L", extra), 12
     else:
         (length,), header = struct.unpack(endian + "H", head[6:8]), 8
     if length != _UNDEFINED:
         missing = start + header + length - size
-        return f"Pixel Data needs {length} bytes, {missing} are missing" if missing > 0 else None
-    # encapsulated: hop over the fragment items (8-byte headers) to the sequence delimiter
-    while True:
-        item = fp.read(8)
-        if len(item) < 8:
-            return "the file ends inside its encapsulated Pixel Data"
-        group, element, item_length = struct.unpack("<HHL", item)
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return None
-        if (group, element) != (0xFFFE, 0xE000):
-            return f"unexpected tag ({group:04X},{element:04X}) inside the encapsulated Pixel Data"
-        if fp.tell() + item_length > size:
-            return "the file ends inside its encapsulated Pixel Data"
-        fp.seek(item_length, os.SEEK_CUR)
+        if missing > 0:
+            return f"the file ends inside its Pixel Data: {missing} of its {length} bytes are missing"
+        fp.seek(start + header + length)
+    else:  # encapsulated: hop over the fragment items (8-byte headers) to the sequence delimiter
+        while True:
+            item = fp.read(8)
+            if len(item) < 8:
+                return "the file ends inside its encapsulated Pixel Data"
+            group, element, item_length = struct.unpack("<HHL", item)
+            if (group, element) == _SEQUENCE_END:
+                break
+            if (group, element) != _ITEM:
+                return f"unexpected tag ({group:04X},{element:04X}) inside the encapsulated Pixel Data"
+            if fp.tell() + item_length > size:
+                return "the file ends inside its encapsulated Pixel Data"
+            fp.seek(item_length, os.SEEK_CUR)
+    try:  # what follows the pixels: usually nothing, or a few elements
+        _hop_elements(fp, size, implicit, little, after="its Pixel Data")
+    except _Cut as cut:
+        return None if cut.in_tag else str(cut)  # a cut tag after the pixels: pydicom (and the reader) stop there
+    except (_Lost, struct.error):
+        return None
+    return None
+
+
+def _truncated(size: int, problem: str) -> dict[str, str]:
+    """A truncated file's entry, worded as the image reader words it."""
+    return {"skip": "truncated file", "detail": f"truncated DICOM file ({size} bytes): {problem}"}
 
 
 def path_names_identifier(rel: str, identifiers: Sequence[str]) -> bool:
@@ -254,13 +462,25 @@ def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None, root: str 
     except InvalidDicomError:
         # old exports hold bare data sets without preamble/meta header; they start with a group-0008 tag
         fp.seek(0)
-        if fp.read(2) not in _BARE_DATASET_STARTS:
+        start = fp.read(_DICM_END)
+        if start[:2] not in _BARE_DATASET_STARTS:
+            if len(start) > 128 and b"DICM".startswith(start[128:]):
+                return _truncated(size, "the file ends inside the 'DICM' marker after the 128-byte preamble")
             return {"skip": "not DICOM", "detail": "no 'DICM' marker after the 128-byte preamble, no bare data set"}
         fp.seek(0)
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=wanted, force=True)
     problem = _truncation(fp, ds, size)  # first: it needs the elements still raw (unconverted)
     identifiers = identifier_strings(ds)  # once, for the redaction of values and the check of the path
-    entry = {"skip": "truncated file", "detail": problem} if problem else _describe(ds, tags, identifiers)
+    entry = _truncated(size, problem) if problem else _describe(ds, tags, identifiers, size)
+    if "skip" in entry and not problem:
+        # no image in a header pydicom read without complaint: a whole non-image object, or a file cut short
+        # (pydicom stops quietly at the end of the file, also inside an element's tag or a sequence); an image
+        # header without Rows/Columns may also be cut at an element boundary before its study/series UIDs
+        problem, last = _structure_end(fp, size, getattr(ds, "original_encoding", None))
+        if problem is None and entry["skip"] == "no pixel data":
+            problem = _incomplete_header(last)
+        if problem:
+            entry = _truncated(size, problem)
     if id_key is not None and (digests := identifier_digests(identifiers, id_key, substring_min=_PATH_SUBSTRING_MIN,
                                                              min_length=_PATH_MIN_LENGTH)):
         entry["ids"] = digests  # keyed digests only: the paths of files without a header are checked against them
@@ -279,12 +499,17 @@ def _entry(fp: BinaryIO, tags: Sequence[str], rel: str | None = None, root: str 
     return entry
 
 
-def _describe(ds: pydicom.Dataset, tags: Sequence[str], identifiers: Sequence[str]) -> dict[str, Any]:
+def _describe(ds: pydicom.Dataset, tags: Sequence[str], identifiers: Sequence[str], size: int) -> dict[str, Any]:
     kind = non_image_kind(ds)
     if kind is not None:
         return {"skip": f"non-image object ({kind})", "detail": f"Modality/SOP class says {kind}"}
     if non_image_reason(ds) is not None:
-        return {"skip": "no pixel data", "detail": "no Rows/Columns in the header"}
+        sop = ds.get("SOPClassUID")
+        name = pydicom.uid.UID(str(sop)).name if sop else ""
+        # a whole file and one cut at an element boundary before Rows look the same: the reader's hint
+        hint = (f" although it is a {name} object (truncated before its Pixel Data? {size} bytes)"
+                if "Image Storage" in name else "")
+        return {"skip": "no pixel data", "detail": f"no Rows/Columns in the header{hint}"}
     try:
         frames = max(1, int(ds.get("NumberOfFrames") or 1))
     except (TypeError, ValueError):
@@ -321,7 +546,11 @@ def read_header_entry(path: str | Path, tags: Sequence[str], rel: str | None = N
         try:
             return _entry(fp, tags, rel, root, id_key)
         except Exception as e:  # noqa: BLE001 - any parser failure of one file is counted, never fatal
-            return {"skip": "unreadable header", "detail": _scrub(e)}
+            # pydicom fails on a value the end of the file cuts short (a group length, a transfer syntax UID, a
+            # tag): the element structure tells a truncated file from a broken one
+            size = os.fstat(fp.fileno()).st_size
+            problem, _ = _structure_end(fp, size)
+            return _truncated(size, problem) if problem else {"skip": "unreadable header", "detail": _scrub(e)}
 
 
 # ------------------------------------------------------------------------------------------------------- the walk

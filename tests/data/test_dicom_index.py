@@ -18,6 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from monai_modan.data import dicom_index
 from monai_modan.data.dicom_index import DicomIndexError, index_dicom_folder
+from monai_modan.data.readers import ImageLoadError, load_grayscale
 from monai_modan.labels import LabelSpace
 
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # shipped in the pydicom wheel
@@ -241,7 +242,9 @@ def test_broken_and_foreign_files_are_skipped_with_reasons(tmp_path, dicom_dir, 
     (export / "DICOMDIR").write_bytes(ct[:200])
     write_dicom(export / "report.dcm", pydicom.uid.ComprehensiveSRStorage, pixels=False, Modality="SR")
     write_dicom(export / "key_objects", pydicom.uid.KeyObjectSelectionDocumentStorage, pixels=False, Modality="KO")
-    write_dicom(export / "no_pixels.dcm", pydicom.uid.CTImageStorage, pixels=False, Modality="CT")
+    # a whole image header (its study and series UIDs, which every object has) without Rows/Columns
+    write_dicom(export / "no_pixels.dcm", pydicom.uid.CTImageStorage, pixels=False, Modality="CT",
+                StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid())
     write_dicom(export / "series/tiny.dcm", pydicom.uid.CTImageStorage, Modality="CT", BodyPartExamined="KNEE")
 
     result = index_dicom_folder(export, space, workers=0, progress=False)
@@ -262,12 +265,73 @@ def test_broken_and_foreign_files_are_skipped_with_reasons(tmp_path, dicom_dir, 
     }
     details = {relative(result, s.path): s.detail for s in result.skipped}
     # Pixel Data tag at byte 6288, 12-byte OW header, 32768 bytes of pixels
-    assert details["series/ct_half"] == f"Pixel Data needs 32768 bytes, {6288 + 12 + 32768 - len(ct) // 2} are missing"
-    assert details["series/jpeg_cut"] == "the file ends inside its encapsulated Pixel Data"
+    assert details["series/ct_half"] == (f"truncated DICOM file ({len(ct) // 2} bytes): the file ends inside its Pixel "
+                                         f"Data: {6288 + 12 + 32768 - len(ct) // 2} of its 32768 bytes are missing")
+    assert details["series/jpeg_cut"] == (f"truncated DICOM file ({int(len(jpeg) * 0.6)} bytes): the file ends inside "
+                                          "its encapsulated Pixel Data")
+    assert details["no_pixels.dcm"].startswith("no Rows/Columns in the header although it is a CT Image Storage")
     assert {relative(result, r.image): r.labels for r in result.records} == {
         "series/ct_ok": {"modality": "CT", "anatomy": None},
         "series/tiny.dcm": {"modality": "CT", "anatomy": "knee"},
     }
+
+
+# real files of several encodings: explicit/implicit VR, big endian, native and encapsulated (JPEG) pixels, multi-frame
+CUT_FILES = ("pydicom_test_files/CT_small.dcm", "pydicom_test_files/MR_small_implicit.dcm",
+             "pydicom_test_files/MR_small_bigendian.dcm", "pydicom_test_files/examples_ybr_color.dcm",
+             "pydicom_data/emri_small.dcm", "pydicom_data/JPGLosslessP14SV1_1s_1f_8b.dcm")
+CUT_SIZES = (130, 132, 200, 300, 600, 2000, 5000)  # 130: inside "DICM"; 132: right after it; 200/300: meta header
+
+
+def test_every_cut_of_a_real_file_is_truncated_with_its_size(tmp_path, dicom_dir, space):
+    """A file cut anywhere from the 'DICM' marker to inside its pixels is 'truncated file' with the file size, worded
+    like the image reader (which refuses the same cut as 'truncated DICOM file (N bytes)'); was 'no pixel data'
+    (cuts inside the meta header, inside an element's tag), 'unreadable header' (a cut group length or transfer
+    syntax) or a detail without the size. Whole files without pixels keep their own reasons."""
+    export = tmp_path / "export"
+    export.mkdir()
+    ct = (dicom_dir / CUT_FILES[0]).read_bytes()
+    (export / "CT_small_cut530.dcm").write_bytes(ct[:530])  # right after (0008,0018), the SOP Instance UID
+    (export / "CT_small_cut2834.dcm").write_bytes(ct[:2834])  # right after (0025,1010), before Rows (0028,0010)
+    expected = {}
+    for rel in CUT_FILES:
+        data = (dicom_dir / rel).read_bytes()
+        with open(dicom_dir / rel, "rb") as f:
+            pydicom.dcmread(f, stop_before_pixels=True)
+            pixels = f.tell()  # where its Pixel Data element starts
+        for size in (*CUT_SIZES, pixels + (len(data) - pixels) // 2):  # the last: in the middle of the pixels
+            name = f"{Path(rel).stem}_cut{size}.dcm"
+            (export / name).write_bytes(data[:size])
+            expected[name] = size
+    shutil.copy(PYDICOM_TEST_FILES / "rtstruct.dcm", export / "rtstruct.dcm")  # real, without preamble
+    shutil.copy(PYDICOM_TEST_FILES / "test-SR.dcm", export / "test-SR.dcm")  # real structured report
+    write_dicom(export / "no_pixels.dcm", pydicom.uid.CTImageStorage, pixels=False, Modality="CT",
+                StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid())
+
+    result = index_dicom_folder(export, space, workers=0, progress=False)
+    assert result.records == []
+    skipped = {relative(result, s.path): s for s in result.skipped}
+    for name, size in expected.items():
+        assert skipped[name].reason == "truncated file", (name, skipped[name])
+        assert skipped[name].detail.startswith(f"truncated DICOM file ({size} bytes): the file ends "), skipped[name]
+        if size > 130:  # the reader refuses the same cut as truncated, with the size
+            with pytest.raises(ImageLoadError, match=rf"truncated.*\b{size} bytes"):
+                load_grayscale(export / name)
+    assert skipped["CT_small_cut132.dcm"].detail.endswith("right after the 128-byte preamble and the 'DICM' marker")
+    assert skipped["CT_small_cut200.dcm"].detail.endswith("inside its file meta header, which needs 336 bytes")
+    assert skipped["CT_small_cut5000.dcm"].detail.endswith("inside element (0043,1029): 1016 of its 2068 bytes are "
+                                                           "missing")
+    # a cut exactly at an element boundary is a shorter valid file: truncated while it stops before a UID that
+    # every object has; after the series UID and before Rows it looks like a whole header without Rows/Columns
+    assert skipped["CT_small_cut530.dcm"].detail == ("truncated DICOM file (530 bytes): the data set ends before its "
+                                                     "Study Instance UID, which every DICOM object has (cut at an "
+                                                     "element boundary)")
+    assert (skipped["CT_small_cut2834.dcm"].reason, skipped["CT_small_cut2834.dcm"].detail) == (
+        "no pixel data", "no Rows/Columns in the header although it is a CT Image Storage object (truncated before "
+                         "its Pixel Data? 2834 bytes)")
+    assert skipped["rtstruct.dcm"].reason == "non-image object (RTSTRUCT)"
+    assert skipped["test-SR.dcm"].reason == "non-image object (SR)"
+    assert skipped["no_pixels.dcm"].reason == "no pixel data"
 
 
 def test_folder_of_only_bad_files_gives_zero_records(tmp_path, space):
@@ -674,7 +738,7 @@ def test_cache_keys_are_keyed_with_the_link_folder_secret(tmp_path, space, count
     calls.clear()
     result = run()
     assert calls == ["12345678/mr1.dcm"] and len(result.records) == 1
-    assert any("ignored and rebuilt" in n and "version-4" in n for n in result.notes)
+    assert any("ignored and rebuilt" in n and f"version-{dicom_index.CACHE_VERSION}" in n for n in result.notes)
 
     assert run().files_cached == 1
     (links / ".key").unlink()  # a new link folder secret: the old keys mean nothing

@@ -355,6 +355,31 @@ def test_folder_per_class(tmp_path):
         convert_folder(root, tmp_path / "h.json", positive="benign")
 
 
+def test_folder_of_nrrd_and_metaimage_volumes_converts(tmp_path):
+    """The folder converter and the layout detection take every suffix the image reader reads, from the reader's
+    own list: NRRD (.nrrd/.nhdr) and MetaImage (.mha/.mhd) volumes too (were left out, the converters kept a copy
+    without them); the .raw pixel files beside .nhdr/.mhd headers are not images."""
+    import SimpleITK as sitk  # lazy in the package too: only NRRD/MetaImage need it
+
+    import monai_modan.data.downstream.generic as generic
+    from monai_modan.data import readers
+
+    assert generic.IMAGE_SUFFIXES is readers.IMAGE_SUFFIXES
+    root = tmp_path / "volumes"
+    for seed, (cls, name) in enumerate((("lesion", "a.nrrd"), ("lesion", "b.mha"), ("normal", "c.nhdr"),
+                                        ("normal", "d.mhd"))):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        volume = np.random.default_rng(seed).integers(-1000, 3000, (5, 12, 12)).astype(np.int16)
+        sitk.WriteImage(sitk.GetImageFromArray(volume), str(root / cls / name))
+    assert sorted(p.suffix for p in root.rglob("*.raw")) == [".raw", ".raw"]  # the .nhdr and .mhd pixel files
+    assert detect_source(root) == TaskSource.FOLDER
+    result = convert(root, out=tmp_path / "v.json", positive="lesion")
+    assert {name: it["label"] for name, it in _by_name(result.items).items()} == {
+        "a.nrrd": 1, "b.mha": 1, "c.nhdr": 0, "d.mhd": 0}
+    assert result.excluded == []  # every volume decoded (the duplicate check reads each one)
+    assert "exact duplicates (identical decoded pixels): none found" in result.notes
+
+
 def test_csv_generic_labels_groups_and_missing_file(tmp_path):
     for i in range(4):
         _png(tmp_path / "img" / f"{i}.png", _noise(i))

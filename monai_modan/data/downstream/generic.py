@@ -18,8 +18,8 @@ import numpy as np
 
 from ...utils.io import utf8_problem
 from ..medmnist import medmnist_reference
+from ..readers import IMAGE_SUFFIXES
 from .duplicates import (
-    PILLOW_SUFFIXES,
     DuplicatePolicy,
     apply_duplicate_policy,
     pixel_hash,
@@ -53,7 +53,8 @@ __all__ = [
 IMAGE_COLUMNS = ("image", "path", "filename", "file", "img_dir", "img", "image_path", "filepath")
 LABEL_COLUMNS = ("label", "acl_label", "class", "target", "diagnosis", "y")
 GROUP_COLUMNS = ("group", "case", "case_id", "patient", "patient_id", "exam", "exam_id", "subject")
-IMAGE_SUFFIXES = PILLOW_SUFFIXES + (".dcm", ".dicom", ".npy", ".nii", ".nii.gz")
+# IMAGE_SUFFIXES (re-exported): every suffix the image reader reads, from readers.py, the one list -- DICOM, Pillow,
+# NIfTI, NRRD/MetaImage (.nrrd/.nhdr, .mha/.mhd; a .mhd's .raw pixel file is not an image), NumPy
 MASK_PATTERN = re.compile(r"_mask(?:_\d+)?$", re.IGNORECASE)  # BUSI-style segmentation masks: x_mask.png, x_mask_1.png
 
 # MedMNIST flag -> (original labels that mean "positive", name of the positive class). Sources: medmnist 3.0.2 INFO.
