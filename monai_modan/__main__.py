@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .data.index import SourceType, detect_source, index_path
+from .utils.defaults import IMAGE_SIZE
 
 __all__ = ["main", "SourceType", "detect_source", "index_path"]
 
@@ -126,7 +127,7 @@ DEFAULT_TASKS = ("acl_mrnet", "breast_us", "thyroid_us")
 def _cmd_experiment(args) -> int:
     from .data.downstream.prepare import prepare_task
     from .evaluation.configure import configure_experiment
-    from .evaluation.experiment import experiment_from_yaml, run_experiment
+    from .evaluation.experiment import experiment_from_yaml, resolve_label_fractions, run_experiment
     from .evaluation.inits import pretrained_inits
     from .synthetic import default_task_datalist
 
@@ -136,6 +137,7 @@ def _cmd_experiment(args) -> int:
                              f"{args.config} (only for weights files you trust: it runs code from the file)")
         config = experiment_from_yaml(args.config)
     else:
+        resolve_label_fractions(args.label_fraction, args.label_fractions)  # a bad value fails before any task is made
         out = Path(args.out)
         tasks = {}
         for spec in args.task or DEFAULT_TASKS:
@@ -148,8 +150,8 @@ def _cmd_experiment(args) -> int:
         config = configure_experiment(
             tasks, pretrained_inits(args.pretrain_runs, imagenet=args.imagenet), out, image_size=args.image_size,
             recipe={"epochs": args.epochs}, modes=args.modes, repeats=args.repeats, folds=args.folds,
-            label_fraction=args.label_fraction, knn=args.knn, logistic=args.logistic, umap_datalist=args.umap_datalist,
-            reference_init=args.reference, workers=args.workers, allow_torchscript=args.allow_torchscript,
+            label_fraction=args.label_fraction, label_fractions=args.label_fractions, knn=args.knn,
+            logistic=args.logistic, umap_datalist=args.umap_datalist, reference_init=args.reference, workers=args.workers, allow_torchscript=args.allow_torchscript,
             title="monai-modan: which initialisation for which task?")
     files = run_experiment(config, progress=not args.quiet)
     report = files.get("report.md") or next(iter(files.values()))
@@ -241,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "thyroid US). Deterministic by seed; seconds on a CPU at 64 px.")
     q.add_argument("out", help="output folder")
     q.add_argument("--images-per-class", type=int, default=8, help="images per RadImageNet-like class")
-    _image_size_args(q, 64)
+    _image_size_args(q, IMAGE_SIZE)
     q.add_argument("--seed", type=int, default=0, help="seed of every random draw (the output is deterministic)")
     q.add_argument("--task-images", type=int, default=120, help="images per synthetic downstream task")
     q.add_argument("--no-tasks", action="store_true", help="skip the downstream tasks")
@@ -306,8 +308,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="training epochs per fold (the paper's Table 3)")
     q.add_argument("--image-size", type=int, default=recipe_defaults["image_size"], metavar="S",
                    help="input side S in pixels (also the size of the synthetic tasks)")
-    q.add_argument("--label-fraction", type=float, default=defaults["label_fraction"],
-                   help="share of each training part used (0-1]")
+    q.add_argument("--label-fraction", type=float, metavar="F",
+                   help="share of each training part used, in (0, 1] (default: 1.0 = all)")
+    q.add_argument("--label-fractions", type=float, nargs="+", metavar="F",
+                   help="a label-fraction curve: the whole protocol for each fraction (e.g. 0.05 0.1 0.25 0.5 1.0), "
+                        "nested subsets, one folder and one report")
     q.add_argument("--knn", action="store_true", help="also evaluate kNN on frozen features")
     q.add_argument("--logistic", action="store_true",
                    help="also evaluate logistic regression on standardised frozen features (not in the paper)")
@@ -325,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "without per-file decoding, on the device, sharded across DDP ranks.")
     q.add_argument("datalist", help="datalist JSON from `index`")
     q.add_argument("--out", required=True, help="output folder")
-    _image_size_args(q, 64)
+    _image_size_args(q, IMAGE_SIZE)
     q.add_argument("--split", default="training", help="datalist split to pack")
     q.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -46,3 +46,36 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _rows_match_their_predictions(out_dir: Path) -> dict[tuple, float]:
+    """Oracle for an experiment folder: every fine-tuning / linear-probing AUC in results.csv equals scikit-learn's
+    ``roc_auc_score`` recomputed from that fold's saved test scores in predictions.csv (an independent reference:
+    the runner ranks logits, the oracle ranks the saved float64 probabilities). Returns the checked AUCs."""
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+
+    with open(out_dir / "predictions.csv", newline="") as f:
+        predictions = list(csv.DictReader(f))
+    with open(out_dir / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fields = [k for k in ("init", "mode", "task", "label_fraction", "repeat", "fold") if k in rows[0]]
+    scores: dict[tuple, list[tuple[int, float]]] = {}
+    for p in predictions:
+        scores.setdefault(tuple(p[k] for k in fields), []).append((int(p["label"]), float(p["score"])))
+    checked = {}
+    for row in rows:
+        if row["mode"] not in ("fine_tuning", "linear_probing"):
+            continue
+        pairs = scores[tuple(row[k] for k in fields)]
+        expected = roc_auc_score([t for t, _ in pairs], [s for _, s in pairs])
+        assert abs(float(row["auc"]) - expected) < 1e-9, (row, expected)
+        checked[tuple(row[k] for k in fields)] = expected
+    assert checked, "no fine-tuning or linear-probing row to check"
+    return checked
+
+
+@pytest.fixture
+def rows_match_their_predictions():
+    return _rows_match_their_predictions

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
+import pytest
 from monai.bundle import run
 
 from monai_modan.data.datalist import write_datalist
@@ -23,7 +23,7 @@ PRETRAIN = REPO / "bundles" / "modan_pretrain" / "configs"
 FILES = ("breastmnist", "pneumoniamnist", "retinamnist", "adrenalmnist3d")
 
 
-def test_pretrain_on_medmnist_then_evaluate_on_breastmnist(medmnist_dir, tmp_path):
+def test_pretrain_on_medmnist_then_evaluate_on_breastmnist(medmnist_dir, tmp_path, rows_match_their_predictions):
     space = LabelSpace.default()
     result = index_medmnist([medmnist_dir / f"{name}.npz" for name in FILES], space)
     # a deterministic CI-sized slice of the real training split: the first 40 images of each file
@@ -57,7 +57,11 @@ def test_pretrain_on_medmnist_then_evaluate_on_breastmnist(medmnist_dir, tmp_pat
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * 2 * 3  # inits x modes x repeats x folds
-    assert all(0.0 <= float(r["auc"]) <= 1.0 and math.isfinite(float(r["auc"])) for r in rows)
+    aucs = rows_match_their_predictions(out)
+    means = {(i, m): sum(a for k, a in aucs.items() if k[:2] == (i, m)) / 6 for i, m, *_ in aucs}
+    # seeded values (CPU, torch 2.13; measured 2026-12-03), tolerance for float noise across machines
+    assert means == pytest.approx({("mulsupcon", "fine_tuning"): 0.5360, ("mulsupcon", "linear_probing"): 0.4655,
+                                   ("scratch", "fine_tuning"): 0.4057, ("scratch", "linear_probing"): 0.5304}, abs=0.03)
     summary = json.loads((out / "summary.json").read_text())
     assert summary, "summary written"
     report = (out / "report.md").read_text()

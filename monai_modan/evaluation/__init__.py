@@ -18,6 +18,7 @@ from monai_modan.evaluation.folds import (
     data_fingerprint,
     load_or_make_folds,
     make_folds,
+    nested_subsets,
     subsample_training,
 )
 from monai_modan.evaluation.report import EvaluationProtocol, format_cell, format_p, mode_title, write_report
@@ -64,6 +65,7 @@ __all__ = [
     "load_or_make_folds",
     "make_folds",
     "mode_title",
+    "nested_subsets",
     "paired_wilcoxon",
     "pair_colours",
     "read_results_csv",

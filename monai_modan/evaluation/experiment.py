@@ -3,14 +3,17 @@
 For every task the fixed fold plan (``out_dir/folds/<task>.json``, made once, reused by every initialisation, mode
 and repeat and by every later run) gives the test folds; repeat ``r`` draws its validation part inside each
 training part (grouped, stratified) and its training seed from :func:`~monai_modan.evaluation.finetune.repeat_seed`,
-the same for every initialisation, so the AUCs are paired by (repeat, fold). The task's images are decoded once.
+the same for every initialisation, so the AUCs are paired by (repeat, fold). With several ``label_fractions`` each
+training part is subsampled once per fraction, nested and with the repeat's seed, so that a fraction's rows are
+those a single-fraction run gives. Every split of every task is planned before anything trains. The task's images
+are decoded once.
 
 Outputs in ``out_dir`` (the logs and the settings record: :mod:`~monai_modan.evaluation.results_log`):
 
 - ``experiment.json`` -- the settings the rows were computed with (a restart with other settings is refused);
 - ``folds/<task>.json`` -- the fold plans;
-- ``results.csv`` -- one row per (init, mode, task, repeat, fold), appended (flushed and synced) as each fold
-  finishes, so an interrupted run keeps its rows; a restart skips the rows present (resume);
+- ``results.csv`` -- one row per (init, mode, task, label fraction, repeat, fold), appended (flushed and synced) as
+  each fold finishes, so an interrupted run keeps its rows; a restart skips the rows present (resume);
 - ``predictions.csv`` -- the test scores of every fine-tuned / probed fold (``index`` = item of the task
   datalist), written before the fold's row, so the ROC curves of a resumed run are complete;
 - the report of :func:`~monai_modan.evaluation.report.write_report` (summary tables, box plots, ROC per task and
@@ -27,7 +30,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -52,20 +55,22 @@ from .finetune import Recipe, TaskImages, embed, feature_cache_key, repeat_seed,
 from .folds import FoldPlan, FoldPlanError, load_or_make_folds
 from .report import EvaluationProtocol, write_report
 from .results_log import PREDICTION_FIELDS, ExperimentError, FoldScores, Key, ResultsLog
-from .stats import AucRow, EvalMode
+from .stats import AucRow, EvalMode, check_label_fraction
 
 __all__ = ["ExperimentConfig", "ExperimentError", "PREDICTION_FIELDS", "run_experiment", "experiment_from_yaml",
-           "umap_items"]
+           "resolve_label_fractions", "umap_items"]
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # task names become file names
 _MODE_ORDER = (EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING, EvalMode.LOGISTIC, EvalMode.KNN)
 _FROZEN_FEATURE_MODES = (EvalMode.LOGISTIC, EvalMode.KNN)  # classifiers fitted on the frozen features
-# settings that change the numbers: a restart in the same out_dir must keep them
-_RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "label_fraction", "knn_k", "logistic_c")
+# settings that change the numbers: a restart in the same out_dir must keep them (the label fraction is a column of
+# the rows, like the repeat: a restart may add fractions)
+_RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "knn_k", "logistic_c")
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train, val, test) item indices
+SplitKey = tuple[float, int, int]  # (label fraction, repeat, fold)
 RocData = dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]  # "<task> <mode>" -> init -> (y_true, y_score)s
 
 
@@ -86,7 +91,12 @@ class ExperimentConfig:
         seed: base of the repeat seeds ``repeat_seed(seed, r)``.
         recipe: :class:`~monai_modan.evaluation.finetune.Recipe` (or its fields as a mapping).
         label_fraction: share of each training part used (after the validation part is held out), drawn
-            stratified and grouped per repeat (:meth:`~monai_modan.evaluation.folds.FoldPlan.subsample`).
+            stratified and grouped per repeat (:meth:`~monai_modan.evaluation.folds.FoldPlan.subsample`); the
+            one-fraction spelling of ``label_fractions`` (after construction: the fraction, or ``None`` with several).
+        label_fractions: the fractions of a label-fraction curve, each in ``(0, 1]``, no duplicates (default
+            ``(1.0,)``; a bare number is one fraction). Every fraction runs the whole protocol in the same
+            ``out_dir``; the subsets are nested per repeat and fold (:func:`~monai_modan.evaluation.folds.nested_subsets`)
+            and a fraction's rows equal those of a run of that fraction alone. Run in the order given.
         knn: also evaluate a k-nearest-neighbour classifier (``knn_k`` neighbours, cosine) on each init's frozen
             features, trained on the same training part as the probes.
         logistic: also evaluate an L2 logistic regression (inverse strength ``logistic_c``) on each init's
@@ -120,7 +130,8 @@ class ExperimentConfig:
     fold_seed: int = 0
     seed: int = 0
     recipe: Recipe = field(default_factory=Recipe)
-    label_fraction: float = 1.0
+    label_fraction: float | None = None
+    label_fractions: tuple[float, ...] | None = None
     knn: bool = False
     knn_k: int = 20
     logistic: bool = False
@@ -178,9 +189,8 @@ class ExperimentConfig:
         for name in ("fold_seed", "seed"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, np.integer)):
                 raise ExperimentError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not isinstance(self.label_fraction, (int, float)) or not 0.0 < float(self.label_fraction) <= 1.0:
-            raise ExperimentError(f"label_fraction must be in (0, 1], got {self.label_fraction!r}")
-        self.label_fraction = float(self.label_fraction)
+        self.label_fractions = resolve_label_fractions(self.label_fraction, self.label_fractions)
+        self.label_fraction = self.label_fractions[0] if len(self.label_fractions) == 1 else None
         self.knn, self.logistic = bool(self.knn), bool(self.logistic)
         if isinstance(self.logistic_c, bool) or not isinstance(self.logistic_c, (int, float)) or not (
                 math.isfinite(self.logistic_c) and self.logistic_c > 0):
@@ -241,7 +251,35 @@ class ExperimentConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         out["recipe"] = self.recipe.to_dict()
         out["modes"] = list(self.modes)
+        out["label_fractions"] = list(self.label_fractions)
         return out
+
+
+def resolve_label_fractions(single: Any, values: Any) -> tuple[float, ...]:
+    """The label fractions of a config (``label_fraction``, ``label_fractions``): ``values`` (a list, or a bare
+    number), else ``(single,)``, else ``(1.0,)``; each a number in ``(0, 1]``, none twice, and ``single``, when
+    given with ``values``, their only entry. Raises :class:`ExperimentError` naming the value."""
+    try:
+        one = None if single is None else check_label_fraction(single, "label_fraction")
+        if values is None:
+            return (1.0 if one is None else one,)
+        if isinstance(values, (int, float, np.integer, np.floating)) and not isinstance(values, bool):
+            values = [values]
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+            raise ValueError(f"label_fractions must be a list of fractions in (0, 1], got {values!r}")
+        fractions = [check_label_fraction(v, "label_fractions: entry") for v in values]
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
+    if not fractions:
+        raise ExperimentError("label_fractions is empty: give at least one fraction in (0, 1], e.g. [1.0]")
+    twice = sorted({f for f in fractions if fractions.count(f) > 1})
+    if twice:
+        raise ExperimentError(f"label_fractions: {', '.join(f'{f:g}' for f in twice)} listed more than once in "
+                              f"{list(values)}")
+    if one is not None and fractions != [one]:
+        raise ExperimentError(f"give label_fraction (one fraction) or label_fractions (a list), not both: "
+                              f"label_fraction {single!r}, label_fractions {list(values)}")
+    return tuple(fractions)
 
 
 def _resolve_init(value: Any, resolve: Callable[[Any], Any]) -> Any:
@@ -335,17 +373,38 @@ def _fine_tune_pool(images: TaskImages, workers: int, device: Any) -> ProcessPoo
 
 @dataclass(frozen=True)
 class Unit:
-    """One row of ``results.csv`` to compute: an init evaluated in a mode on one repeat and fold of a task."""
+    """One row of ``results.csv`` to compute: an init evaluated in a mode on one label fraction, repeat and fold of
+    a task."""
 
     init: str
     mode: EvalMode
     task: str
+    label_fraction: float
     repeat: int
     fold: int
 
     @property
     def key(self) -> Key:
-        return (self.init, self.mode.value, self.task, self.repeat, self.fold)
+        return (self.init, self.mode.value, self.task, self.label_fraction, self.repeat, self.fold)
+
+    @property
+    def split_key(self) -> SplitKey:
+        return (self.label_fraction, self.repeat, self.fold)
+
+
+@dataclass
+class _TaskPlan:
+    """A task's items and every split of its protocol, planned before anything trains."""
+
+    items: list[dict[str, Any]]
+    splits: dict[SplitKey, Split]
+
+    def train_sizes(self) -> dict[float, float]:
+        """label fraction -> training images per fold, mean over repeats and folds."""
+        sizes: dict[float, list[int]] = defaultdict(list)
+        for (fraction, _, _), (train, _, _) in self.splits.items():
+            sizes[fraction].append(len(train))
+        return {f: float(np.mean(n)) for f, n in sizes.items()}
 
 
 @dataclass
@@ -354,7 +413,7 @@ class _TaskRun:
 
     config: ExperimentConfig
     images: TaskImages
-    splits: dict[tuple[int, int], Split]
+    splits: dict[SplitKey, Split]
     device: torch.device
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -362,9 +421,11 @@ class _TaskRun:
 def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool = True) -> dict[str, Path]:
     """Run (or resume) the experiment and write its report; returns file name -> path of every file written.
 
-    Order: task -> init -> mode (``modes``, then logistic, kNN) -> repeat -> fold, then UMAP and the report. Every
-    init's weights are loaded once up front, so a missing or wrong file fails before any training; a task's images
-    are decoded when its first missing row is computed, and released after the task. With ``config.workers > 1`` a
+    Order: task -> label fraction -> init -> mode (``modes``, then logistic, kNN) -> repeat -> fold, then UMAP and
+    the report. Every init's weights are loaded once up front, and every split of every task (fold plans, validation
+    parts, label-fraction subsets) is planned up front, so a missing or wrong file, or a fraction that would leave a
+    training part without a class, fails before any training; a task's images are decoded when its first missing
+    row is computed, and released after the task. With ``config.workers > 1`` a
     task's fine-tuning folds are all submitted to a process pool at once and their rows written, as they are
     collected, in the same order as a serial run.
 
@@ -380,16 +441,19 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
     for spec in config.init_specs.values():  # fail now, not after hours of training on the first inits
         spec.build_encoder(config.seed)
     log = ResultsLog(Path(config.out_dir), _settings(config), {u.key for u in _plan(config)})
-    _execute(config, _plan(config, skip=log.done), log, device, progress)
+    plans = {task: _plan_task(config, task) for task in config.tasks}  # every split, before anything trains
+    _execute(config, plans, _plan(config, skip=log.done), log, device, progress)
     embeddings = _umap_embeddings(config, device, progress) if config.umap_datalist else None
-    return _report(config, log, device, _collect_roc(config, log), embeddings)
+    return _report(config, log, device, _collect_roc(config, log), embeddings,
+                   {task: plan.train_sizes() for task, plan in plans.items()})
 
 
 def _settings(config: ExperimentConfig) -> dict[str, Any]:
-    """What ``experiment.json`` records: the settings that change the numbers, the tasks and inits, the weights."""
+    """What ``experiment.json`` records: the settings that change the numbers, the tasks, inits and label fractions
+    (the lists a restart may extend), the weights."""
     current = config.to_dict()
     return {**{k: current[k] for k in _RESULT_SETTINGS}, "tasks": dict(current["tasks"]),
-            "inits": dict(current["inits"]),
+            "inits": dict(current["inits"]), "label_fractions": sorted(current["label_fractions"]),
             # the weights' contents, not only their paths: a checkpoint retrained in place must not mix its rows
             "weights": {name: file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
 
@@ -397,36 +461,34 @@ def _settings(config: ExperimentConfig) -> dict[str, Any]:
 def _plan(config: ExperimentConfig, skip: Collection[Key] = ()) -> list[Unit]:
     """Every unit of the experiment in run order, less those whose key is in ``skip`` (the rows present)."""
     modes = [*(EvalMode(m) for m in config.modes), *config.frozen_feature_modes]
-    units = (Unit(init, mode, task, r, f) for task in config.tasks for init in config.inits for mode in modes
-             for r in range(config.repeats) for f in range(config.folds))
+    units = (Unit(init, mode, task, fraction, r, f) for task in config.tasks for fraction in config.label_fractions
+             for init in config.inits for mode in modes for r in range(config.repeats) for f in range(config.folds))
     return [u for u in units if u.key not in skip]
 
 
-def _execute(config: ExperimentConfig, todo: Sequence[Unit], log: ResultsLog, device: torch.device,
-             progress: bool) -> None:
-    """Compute ``todo`` task by task; every task's fold plan is loaded (made by the first run) even when none of
-    its units is left."""
+def _execute(config: ExperimentConfig, plans: Mapping[str, _TaskPlan], todo: Sequence[Unit], log: ResultsLog,
+             device: torch.device, progress: bool) -> None:
+    """Compute ``todo`` task by task, on the planned splits."""
     total = len(_plan(config))
     with tqdm(total=total, initial=total - len(todo), desc="experiment", unit="fold", disable=not progress) as bar:
         for task in config.tasks:
-            _run_task(config, task, [u for u in todo if u.task == task], log, device, bar, progress)
+            _run_task(config, task, plans[task], [u for u in todo if u.task == task], log, device, bar, progress)
 
 
-def _run_task(config: ExperimentConfig, task: str, units: Sequence[Unit], log: ResultsLog, device: torch.device,
-              bar: Any, progress: bool) -> None:
+def _run_task(config: ExperimentConfig, task: str, plan: _TaskPlan, units: Sequence[Unit], log: ResultsLog,
+              device: torch.device, bar: Any, progress: bool) -> None:
     """Compute the ``units`` of ``task`` in order, logging each fold's scores and row as it finishes."""
-    items, _ = load_task_datalist(config.tasks[task])
-    splits = _task_splits(config, task, items, units)
     if not units:
         return
-    host_images = TaskImages.load(items, config.recipe.image_size, progress=progress)
-    run = _TaskRun(config, host_images.to(device), splits, device)
+    host_images = TaskImages.load(plan.items, config.recipe.image_size, progress=progress)
+    run = _TaskRun(config, host_images.to(device), plan.splits, device)
     with _pooled_fine_tuning(run, host_images, units) as futures:
         for unit in units:
-            bar.set_postfix_str(f"{task} {unit.init} {unit.mode.value} r{unit.repeat} f{unit.fold}", refresh=False)
+            bar.set_postfix_str(f"{task} {unit.init} {unit.mode.value} lf{unit.label_fraction:g} r{unit.repeat} "
+                                f"f{unit.fold}", refresh=False)
             auc, scores = _evaluate(run, unit, futures.pop(unit, None))
             log.add(AucRow(init=unit.init, mode=unit.mode.value, task=task, repeat=unit.repeat, fold=unit.fold,
-                           auc=float(auc)), scores)
+                           auc=float(auc), label_fraction=unit.label_fraction), scores)
             bar.update(1)
 
 
@@ -434,25 +496,36 @@ def _fold_plan_path(config: ExperimentConfig, task: str) -> Path:
     return Path(config.out_dir) / "folds" / f"{task}.json"
 
 
-def _task_splits(config: ExperimentConfig, task: str, items: Sequence[Mapping[str, Any]], units: Sequence[Unit]
-                 ) -> dict[tuple[int, int], Split]:
-    """The task's fold plan (made once, then reused) and, when units are left, the split of every (repeat, fold)."""
+def _plan_task(config: ExperimentConfig, task: str) -> _TaskPlan:
+    """The task's items, its fold plan (made once, then reused) and the split of every (label fraction, repeat,
+    fold); a split that cannot be drawn (a part without a class) is refused naming task, fraction, repeat, fold."""
+    items, _ = load_task_datalist(config.tasks[task])
     try:  # a fold error names the task: the message alone says what, not which task
         plan = load_or_make_folds(_fold_plan_path(config, task), items, n_folds=config.folds, seed=config.fold_seed)
-        if not units:
-            return {}
-        return {(r, f): _split(plan, f, config.recipe.val_fraction, seed, config.label_fraction)
-                for r, seed in enumerate(config.repeat_seeds) for f in range(config.folds)}
     except FoldPlanError as e:
         raise type(e)(f"task {task} ({config.tasks[task]}): {e}") from e
+    splits: dict[SplitKey, Split] = {}
+    for r, seed in enumerate(config.repeat_seeds):
+        for f in range(config.folds):
+            for fraction, split in _splits(config, task, plan, r, seed, f).items():
+                splits[(fraction, r, f)] = split
+    return _TaskPlan(items, splits)
 
 
-def _split(plan: FoldPlan, fold: int, val_fraction: float, seed: int, label_fraction: float) -> Split:
-    """``(train, val, test)`` of one repeat and fold; the training part subsampled for label-fraction runs."""
-    train, val, test = plan.split(fold, val_fraction, seed=seed)
-    if label_fraction < 1.0:
-        train = plan.subsample(train, label_fraction, seed=seed)
-    return train, val, test
+def _splits(config: ExperimentConfig, task: str, plan: FoldPlan, repeat: int, seed: int,
+            fold: int) -> dict[float, Split]:
+    """``(train, val, test)`` of one repeat and fold for every label fraction: one validation part, the rest of the
+    training part subsampled per fraction, nested (the same draws as a single-fraction run of each fraction)."""
+    where = f"task {task} ({config.tasks[task]}), repeat {repeat} (seed {seed}), fold {fold}"
+    try:
+        train, val, test = plan.split(fold, config.recipe.val_fraction, seed=seed)
+    except FoldPlanError as e:
+        raise type(e)(f"{where}: {e}") from e
+    try:
+        subsets = plan.subsample_nested(train, config.label_fractions, seed=seed)
+    except FoldPlanError as e:  # the message names the fraction
+        raise type(e)(f"{where}: {e}; use a larger label fraction") from e
+    return {fraction: (subsets[fraction], val, test) for fraction in config.label_fractions}
 
 
 def _evaluate(run: _TaskRun, unit: Unit, future: Future | None) -> tuple[float, FoldScores | None]:
@@ -462,14 +535,15 @@ def _evaluate(run: _TaskRun, unit: Unit, future: Future | None) -> tuple[float, 
     try:
         auc, y_true, y_score = future.result() if future is not None else _train(run, unit)
     except ValueError as e:  # name the fold: the message alone says what, not where
-        raise ExperimentError(f"task {unit.task} ({run.config.tasks[unit.task]}), init {unit.init}, {unit.mode.value}, repeat "
-                              f"{unit.repeat}, fold {unit.fold}: {e}") from e
-    return auc, FoldScores(run.splits[(unit.repeat, unit.fold)][2], y_true, y_score)
+        raise ExperimentError(f"task {unit.task} ({run.config.tasks[unit.task]}), init {unit.init}, {unit.mode.value}, "
+                              f"label fraction {unit.label_fraction:g}, repeat {unit.repeat}, fold {unit.fold}: {e}"
+                              ) from e
+    return auc, FoldScores(run.splits[unit.split_key][2], y_true, y_score)
 
 
 def _train(run: _TaskRun, unit: Unit) -> tuple[float, np.ndarray, np.ndarray]:
     """Fine-tune or linearly probe ``unit`` in this process: ``(auc, y_true, y_score)``."""
-    result = train_fold(run.images, None, run.splits[(unit.repeat, unit.fold)], run.config.init_specs[unit.init],
+    result = train_fold(run.images, None, run.splits[unit.split_key], run.config.init_specs[unit.init],
                         unit.mode, run.config.recipe, repeat_seed(run.config.seed, unit.repeat), run.device,
                         feature_cache=run.features)
     return result.auc, result.y_true, result.y_score
@@ -483,7 +557,7 @@ def _frozen_feature_auc(run: _TaskRun, unit: Unit) -> float:
         run.features[key] = embed(run.images, spec, seed=seed, device=run.device,
                                   batch_size=config.recipe.eval_batch_size)
     x, y = run.features[key].cpu().numpy(), run.images.labels
-    train, _, test = run.splits[(unit.repeat, unit.fold)]
+    train, _, test = run.splits[unit.split_key]
     if unit.mode == EvalMode.KNN:
         return knn_auc(x[train], y[train], x[test], y[test], k=config.knn_k)
     return logistic_auc(x[train], y[train], x[test], y[test], c=config.logistic_c)
@@ -500,18 +574,20 @@ def _pooled_fine_tuning(run: _TaskRun, host_images: TaskImages,
         return
     pool = _fine_tune_pool(host_images, min(run.config.workers, len(jobs)), run.device)
     try:
-        yield {u: pool.submit(_fine_tune_job, run.splits[(u.repeat, u.fold)], run.config.init_specs[u.init],
+        yield {u: pool.submit(_fine_tune_job, run.splits[u.split_key], run.config.init_specs[u.init],
                               run.config.recipe, repeat_seed(run.config.seed, u.repeat), str(run.device)) for u in jobs}
     finally:  # on an error: drop the queued folds, wait for the running ones
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _collect_roc(config: ExperimentConfig, log: ResultsLog) -> RocData:
-    """``"<task> <mode>"`` -> init -> ``(y_true, y_score)`` of every fold, for the trained modes; a task and mode
-    with a fold lacking its saved scores has no entry (a partial ROC would misrepresent the rows)."""
+    """``"<task> <mode>"`` -> init -> ``(y_true, y_score)`` of every fold at the largest label fraction (that of the
+    report's tables), for the trained modes; a task and mode with a fold lacking its saved scores has no entry (a
+    partial ROC would misrepresent the rows)."""
     roc_data: RocData = {}
+    fraction = max(config.label_fractions)
     for task, mode in itertools.product(config.tasks, config.modes):
-        keys = [(init, mode, task, r, f) for init in config.inits for r in range(config.repeats)
+        keys = [(init, mode, task, fraction, r, f) for init in config.inits for r in range(config.repeats)
                 for f in range(config.folds)]
         lacking = [k for k in keys if not log.scores.get(k)]
         if lacking:  # predictions.csv was edited or removed
@@ -527,18 +603,19 @@ def _collect_roc(config: ExperimentConfig, log: ResultsLog) -> RocData:
 
 
 def _report(config: ExperimentConfig, log: ResultsLog, device: torch.device, roc_data: RocData,
-            embeddings: dict[str, tuple] | None) -> dict[str, Path]:
+            embeddings: dict[str, tuple] | None, train_sizes: Mapping[str, Mapping[float, float]]) -> dict[str, Path]:
     """:func:`~monai_modan.evaluation.report.write_report` of every row present; returns every file written."""
     plan_paths = {task: _fold_plan_path(config, task) for task in config.tasks}
     task_pos = {t: i for i, t in enumerate(config.tasks)}
     init_pos = {n: i for i, n in enumerate(config.inits)}
     mode_pos = {m.value: i for i, m in enumerate(_MODE_ORDER)}
-    rows = sorted(log.rows, key=lambda r: (task_pos[r.task], mode_pos[r.mode], init_pos[r.init], r.repeat, r.fold))
+    rows = sorted(log.rows, key=lambda r: (task_pos[r.task], mode_pos[r.mode], r.label_fraction, init_pos[r.init],
+                                           r.repeat, r.fold))
     written = write_report(rows, Path(config.out_dir), config.reference_init, roc_data=roc_data or None,
                            embeddings=embeddings,
                            protocol=_protocol(config, plan_paths, _environment(device, config.workers)),
                            init_order=list(config.inits), task_order=list(config.tasks), title=config.title,
-                           seed=config.seed)
+                           seed=config.seed, train_sizes=train_sizes)
     written["predictions.csv"] = log.predictions.path
     written["experiment.json"] = log.settings_path
     written.update({f"folds/{task}.json": path for task, path in plan_paths.items()})
@@ -579,4 +656,4 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environm
         fold_seed=config.fold_seed,
         fold_plan="; ".join(f"{task}: {path.relative_to(config.out_dir)}" for task, path in plan_paths.items()),
         repeat_seeds=config.repeat_seeds, val_fraction=r.val_fraction, model_selection=selection,
-        label_fraction=config.label_fraction, notes=notes)
+        label_fraction=config.label_fraction, label_fractions=sorted(config.label_fractions), notes=notes)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data.readers import LoadGrayscaleImage
 from ..networks.weights import InitSpec
+from ..utils.defaults import IMAGE_SIZE
 from .stats import EvalMode, fold_auc
 
 __all__ = [
@@ -86,7 +87,7 @@ class Recipe:
     lr: float = 1e-4
     step_size: int = 5
     gamma: float = 0.1
-    image_size: int = 64
+    image_size: int = IMAGE_SIZE
     val_fraction: float = 0.2
     flip: bool = False
     eval_batch_size: int = 256

@@ -34,6 +34,7 @@ __all__ = [
     "data_fingerprint",
     "make_folds",
     "load_or_make_folds",
+    "nested_subsets",
     "subsample_training",
 ]
 
@@ -225,6 +226,11 @@ class FoldPlan:
         """:func:`subsample_training` with the plan's labels and groups (default seed: the plan's)."""
         return subsample_training(train_idx, self.labels, self.groups, fraction, self.seed if seed is None else seed)
 
+    def subsample_nested(self, train_idx: Sequence[int] | np.ndarray, fractions: Sequence[float],
+                         seed: int | None = None) -> dict[float, np.ndarray]:
+        """:func:`nested_subsets` with the plan's labels and groups (default seed: the plan's)."""
+        return nested_subsets(train_idx, self.labels, self.groups, fractions, self.seed if seed is None else seed)
+
     # -- persistence ------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -412,5 +418,30 @@ def subsample_training(train_idx: Sequence[int] | np.ndarray, labels: Sequence[i
     chosen = idx[np.isin(unit_of, np.concatenate(keep))]
     missing = set(np.unique(y).tolist()) - set(np.unique(y_all[chosen]).tolist())
     if missing:  # a class that lives only in groups dominated by the other class
-        raise FoldPlanError(f"a {fraction:.0%} subset of the training part has no sample of class {missing.pop()}")
+        c = missing.pop()
+        raise FoldPlanError(f"the label fraction {float(fraction):g} subset of the training part has no sample of "
+                            f"class {c}: the class lives only in groups whose majority label is {1 - c}")
     return chosen
+
+
+def nested_subsets(train_idx: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray,
+                   groups: Sequence[Hashable] | np.ndarray | None, fractions: Sequence[float],
+                   seed: int = 0) -> dict[float, np.ndarray]:
+    """:func:`subsample_training` of one training part for every fraction, checked to be nested.
+
+    Every fraction's subset is drawn with the same ``seed``, so per class the units are taken from the front of one
+    fixed random order: the subset of a smaller fraction is a prefix of (inside) every larger one, each is what a
+    single-fraction call gives, and every subset holds both classes. The nesting is checked on every call (an
+    ``AssertionError``, also under ``python -O``).
+
+    Returns:
+        fraction -> sorted int64 indices, for each of ``fractions``.
+    """
+    subsets = {float(f): subsample_training(train_idx, labels, groups, f, seed) for f in fractions}
+    ordered = sorted(subsets)
+    for small, large in zip(ordered, ordered[1:]):
+        outside = np.setdiff1d(subsets[small], subsets[large])
+        if outside.size:
+            raise AssertionError(f"label-fraction subsets are not nested: {outside.size} samples of the {small:g} "
+                                 f"subset are not in the {large:g} subset")
+    return subsets

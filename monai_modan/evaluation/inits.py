@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["PRETRAIN_METHODS", "default_init", "pretrained_inits"]
 
-PRETRAIN_METHODS = ("mulsupcon", "simclr", "supervised")
+PRETRAIN_METHODS = ("mulsupcon", "simclr", "supervised", "spark")
 logger = logging.getLogger(__name__)
 
 

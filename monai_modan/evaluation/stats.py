@@ -1,11 +1,12 @@
 """Statistics of the evaluation protocol: fold AUC, repeat means, mean ± sd over repeats, paired Wilcoxon tests.
 
 The unit of analysis is the *repeat*: one repeat trains and tests on every fold of the fixed fold plan, and its
-score is the mean of its fold AUCs. An initialisation's result on a (task, mode) is the mean ± sample sd
+score is the mean of its fold AUCs. An initialisation's result on a (task, mode, label fraction) is the mean ± sample sd
 (``ddof = 1``) of its R repeat scores, and it is compared with the reference initialisation by a two-sided
 Wilcoxon signed-rank test over the R repeat scores paired by repeat index (repeat r of every init uses the same
 folds and seed). Fold AUCs within a repeat are not independent (they share training data), so they are never
-used as samples of the test.
+used as samples of the test. Every label fraction is analysed on its own: its rows are paired with the reference's
+rows of the same fraction.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ __all__ = [
     "RESULT_FIELDS",
     "RepeatResult",
     "InitSummary",
+    "LEGACY_RESULT_FIELDS",
     "PairedTest",
     "WILCOXON_ZERO_METHOD",
     "ZERO_DIFFERENCE_TOL",
+    "check_label_fraction",
     "fold_auc",
     "repeat_results",
     "paired_wilcoxon",
@@ -78,12 +81,28 @@ _OLD_MODE_NAMES = {"fine_tune": EvalMode.FINE_TUNING, "finetune": EvalMode.FINE_
                    "linear_probe": EvalMode.LINEAR_PROBING}
 
 
-RESULT_FIELDS = ("init", "mode", "task", "repeat", "fold", "auc")
+RESULT_FIELDS = ("init", "mode", "task", "label_fraction", "repeat", "fold", "auc")
+# results.csv of release 0.1 had no label_fraction column: read as one fraction (AucRow.coerce: 1.0 unless told)
+LEGACY_RESULT_FIELDS = tuple(f for f in RESULT_FIELDS if f != "label_fraction")
+
+
+def check_label_fraction(value: Any, what: str = "label fraction") -> float:
+    """``value`` as a float in ``(0, 1]``; anything else (a bool, a string, nan, 0, 1.5) raises ``ValueError``
+    naming ``what`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} {value!r} is not a number; give a fraction in (0, 1], e.g. 0.25")
+    if not (math.isfinite(float(value)) and 0.0 < float(value) <= 1.0):
+        raise ValueError(f"{what} {value!r} is outside (0, 1]: give the share of the training part, e.g. 0.25")
+    return float(value)
 
 
 @dataclass(frozen=True)
 class AucRow:
-    """The test AUC of one (initialisation, mode, task, repeat, fold) -- one row of ``results.csv``."""
+    """The test AUC of one (initialisation, mode, task, label fraction, repeat, fold) -- one row of ``results.csv``.
+
+    ``label_fraction`` is the share of each training part the row was trained on (1.0 = all; last, with a default,
+    so that rows of the single-fraction protocol can be written as before).
+    """
 
     init: str
     mode: str
@@ -91,23 +110,35 @@ class AucRow:
     repeat: int
     fold: int
     auc: float
+    label_fraction: float = 1.0
 
     @classmethod
-    def coerce(cls, row: AucRow | Mapping[str, Any]) -> AucRow:
-        """An :class:`AucRow` from itself or from a mapping with the :data:`RESULT_FIELDS` keys (CSV strings ok)."""
+    def coerce(cls, row: AucRow | Mapping[str, Any], label_fraction: float = 1.0) -> AucRow:
+        """An :class:`AucRow` from itself or from a mapping with the :data:`RESULT_FIELDS` keys (CSV strings ok).
+
+        A mapping without ``label_fraction`` (a ``results.csv`` written before label fractions were recorded) gets
+        ``label_fraction``.
+        """
         if isinstance(row, AucRow):
             out = row
         else:
-            missing = [k for k in RESULT_FIELDS if k not in row]
+            missing = [k for k in LEGACY_RESULT_FIELDS if k not in row]
             if missing:
                 raise ValueError(f"result row {dict(row)} lacks {missing}")
             try:
+                fraction = row.get("label_fraction", label_fraction)
+                fraction = float(fraction) if isinstance(fraction, str) else fraction
                 out = cls(init=str(row["init"]), mode=str(row["mode"]), task=str(row["task"]),
-                          repeat=int(row["repeat"]), fold=int(row["fold"]), auc=float(row["auc"]))
+                          repeat=int(row["repeat"]), fold=int(row["fold"]), auc=float(row["auc"]),
+                          label_fraction=check_label_fraction(fraction))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"result row {dict(row)}: {e}") from None
         if not (math.isfinite(out.auc) and 0.0 <= out.auc <= 1.0):
             raise ValueError(f"result row {out}: AUC must be a number in [0, 1]")
+        try:
+            check_label_fraction(out.label_fraction)
+        except ValueError as e:
+            raise ValueError(f"result row {out}: {e}") from None
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,13 +172,14 @@ def fold_auc(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.n
 
 @dataclass(frozen=True)
 class RepeatResult:
-    """One repeat of a (init, mode, task): the mean of its fold AUCs."""
+    """One repeat of a (init, mode, task, label fraction): the mean of its fold AUCs."""
 
     init: str
     mode: str
     task: str
     repeat: int
     fold_aucs: tuple[float, ...]  # in fold order
+    label_fraction: float = 1.0
 
     @property
     def mean_auc(self) -> float:
@@ -162,29 +194,31 @@ def repeat_results(rows: Iterable[AucRow | Mapping[str, Any]]) -> list[RepeatRes
     """Group fold rows into repeats, in order of first appearance.
 
     Raises:
-        ValueError: a duplicated (init, mode, task, repeat, fold), or a repeat whose folds differ from the other
-            repeats of the same (mode, task) -- an incomplete run would bias its fold mean.
+        ValueError: a duplicated (init, mode, task, label fraction, repeat, fold), or a repeat whose folds differ
+            from the other repeats of the same (mode, task, label fraction) -- an incomplete run would bias its fold
+            mean.
     """
-    folds: dict[tuple[str, str, str, int], dict[int, float]] = {}
+    folds: dict[tuple[str, str, str, float, int], dict[int, float]] = {}
     for row in map(AucRow.coerce, rows):
-        key = (row.init, row.mode, row.task, row.repeat)
+        key = (row.init, row.mode, row.task, row.label_fraction, row.repeat)
         per_fold = folds.setdefault(key, {})
         if row.fold in per_fold:
             raise ValueError(f"duplicate result for init={row.init!r} mode={row.mode!r} task={row.task!r} "
-                             f"repeat={row.repeat} fold={row.fold}")
+                             f"label_fraction={row.label_fraction:g} repeat={row.repeat} fold={row.fold}")
         per_fold[row.fold] = row.auc
     if not folds:
         raise ValueError("no result rows")
-    expected: dict[tuple[str, str], tuple[tuple[int, ...], tuple[str, str, str, int]]] = {}
+    expected: dict[tuple[str, str, float], tuple[tuple[int, ...], tuple[str, str, str, float, int]]] = {}
     for key, per_fold in folds.items():
         got = tuple(sorted(per_fold))
-        first = expected.setdefault((key[1], key[2]), (got, key))
+        first = expected.setdefault((key[1], key[2], key[3]), (got, key))
         if got != first[0]:
-            raise ValueError(f"init={key[0]!r} mode={key[1]!r} task={key[2]!r} repeat {key[3]} has folds {list(got)}, "
-                             f"but init={first[1][0]!r} repeat {first[1][3]} has folds {list(first[0])}: every "
-                             "repeat must cover the same folds")
-    return [RepeatResult(*key, fold_aucs=tuple(per_fold[f] for f in sorted(per_fold)))
-            for key, per_fold in folds.items()]
+            raise ValueError(f"init={key[0]!r} mode={key[1]!r} task={key[2]!r} label_fraction={key[3]:g} repeat "
+                             f"{key[4]} has folds {list(got)}, but init={first[1][0]!r} repeat {first[1][4]} has "
+                             f"folds {list(first[0])}: every repeat must cover the same folds")
+    return [RepeatResult(init, mode, task, repeat, fold_aucs=tuple(per_fold[f] for f in sorted(per_fold)),
+                         label_fraction=fraction)
+            for (init, mode, task, fraction, repeat), per_fold in folds.items()]
 
 
 @dataclass(frozen=True)
@@ -245,7 +279,8 @@ def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[flo
 
 @dataclass(frozen=True)
 class InitSummary:
-    """One cell of the paper's tables: an init's AUC on a (task, mode), with the test against the reference.
+    """One cell of the paper's tables: an init's AUC on a (task, mode, label fraction), with the test against the
+    reference at the same label fraction.
 
     Attributes:
         mean: mean over repeats of the per-repeat fold-mean AUC.
@@ -254,6 +289,7 @@ class InitSummary:
         p_value: two-sided paired Wilcoxon p-value against the reference init, ``None`` for the reference itself,
             ``nan`` where no test is meaningful (see :func:`paired_wilcoxon` and ``note``).
         note: remarks on the test (zero differences).
+        label_fraction: the share of each training part the rows were trained on.
     """
 
     mode: str
@@ -268,28 +304,32 @@ class InitSummary:
     repeats: tuple[int, ...]
     p_value: float | None
     note: str = ""
+    label_fraction: float = 1.0
 
 
 def compare_inits(rows: Iterable[AucRow | Mapping[str, Any]], reference_init: str) -> list[InitSummary]:
-    """For every (mode, task) and init: mean, sd over repeats, and p-value vs ``reference_init``.
+    """For every (mode, task, label fraction) and init: mean, sd over repeats, and p-value vs ``reference_init``
+    (paired with the reference's repeats at the same label fraction).
 
-    Results are ordered by mode, task and init in order of first appearance in ``rows``.
+    Results are ordered by mode, task, label fraction and init in order of first appearance in ``rows``.
 
     Raises:
-        ValueError: ``reference_init`` is missing for a (mode, task) that has results, or an init's repeats differ
-            from the reference's (the test pairs them by repeat index).
+        ValueError: ``reference_init`` is missing for a (mode, task, label fraction) that has results, or an init's
+            repeats differ from the reference's (the test pairs them by repeat index).
     """
     repeats = repeat_results(rows)
-    cells: dict[tuple[str, str], dict[str, dict[int, RepeatResult]]] = defaultdict(dict)
+    cells: dict[tuple[str, str, float], dict[str, dict[int, RepeatResult]]] = defaultdict(dict)
     for r in repeats:
-        cells[(r.mode, r.task)].setdefault(r.init, {})[r.repeat] = r
+        cells[(r.mode, r.task, r.label_fraction)].setdefault(r.init, {})[r.repeat] = r
     inits = list(dict.fromkeys(r.init for r in repeats))
     if reference_init not in inits:
         raise ValueError(f"reference init {reference_init!r} has no results; inits present: {inits}")
     out: list[InitSummary] = []
-    for (mode, task), by_init in cells.items():
+    for (mode, task, fraction), by_init in cells.items():
+        where = f"mode={mode!r} task={task!r}" + ("" if len({k[2] for k in cells}) == 1 else
+                                                   f" label_fraction={fraction:g}")
         if reference_init not in by_init:
-            raise ValueError(f"reference init {reference_init!r} has no results for mode={mode!r} task={task!r} "
+            raise ValueError(f"reference init {reference_init!r} has no results for {where} "
                              f"(present: {list(by_init)})")
         ref_repeats = sorted(by_init[reference_init])
         ref_means = np.asarray([by_init[reference_init][k].mean_auc for k in ref_repeats])
@@ -299,7 +339,7 @@ def compare_inits(rows: Iterable[AucRow | Mapping[str, Any]], reference_init: st
             p_value, note = None, ""
             if init != reference_init:
                 if ids != ref_repeats:
-                    raise ValueError(f"init {init!r} has repeats {ids} on mode={mode!r} task={task!r}, the reference "
+                    raise ValueError(f"init {init!r} has repeats {ids} on {where}, the reference "
                                      f"{reference_init!r} has {ref_repeats}: the paired test needs the same repeats")
                 test = paired_wilcoxon(ref_means, means)
                 p_value, note = test.p_value, test.note
@@ -307,18 +347,23 @@ def compare_inits(rows: Iterable[AucRow | Mapping[str, Any]], reference_init: st
                 mode=mode, task=task, init=init, reference=init == reference_init, n_repeats=len(ids),
                 n_folds=per_repeat[ids[0]].n_folds, mean=float(means.mean()),
                 sd=float(means.std(ddof=1)) if len(ids) > 1 else math.nan,
-                repeat_means=tuple(float(m) for m in means), repeats=tuple(ids), p_value=p_value, note=note))
+                repeat_means=tuple(float(m) for m in means), repeats=tuple(ids), p_value=p_value, note=note,
+                label_fraction=fraction))
     order = {name: i for i, name in enumerate(inits)}
     pos = {key: i for i, key in enumerate(cells)}
-    return sorted(out, key=lambda s: (pos[(s.mode, s.task)], order[s.init]))
+    return sorted(out, key=lambda s: (pos[(s.mode, s.task, s.label_fraction)], order[s.init]))
 
 
-def read_results_csv(path: str | Path) -> list[AucRow]:
-    """The rows of a ``results.csv`` written by :func:`monai_modan.evaluation.report.write_report`."""
+def read_results_csv(path: str | Path, label_fraction: float = 1.0) -> list[AucRow]:
+    """The rows of a ``results.csv`` written by :func:`monai_modan.evaluation.report.write_report`.
+
+    A file without the ``label_fraction`` column (written before label fractions were recorded) is read as rows of
+    ``label_fraction`` (its experiment's ``experiment.json`` says which; 1.0 unless told).
+    """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            return [AucRow.coerce(row) for row in csv.DictReader(f)]
+            return [AucRow.coerce(row, label_fraction) for row in csv.DictReader(f)]
     except OSError as e:
         raise ValueError(f"cannot read results {path}: {e.strerror or e}") from None
     except ValueError as e:

@@ -180,6 +180,39 @@ def test_experiment_options_build_the_config_the_bundles_build(tmp_path, monkeyp
     assert list(config.tasks) == ["breast_us"] and config.inits == {"scratch": None}
 
 
+
+def test_experiment_label_fractions_reach_the_config_and_bad_ones_are_named(tmp_path, monkeypatch, capsys):
+    """--label-fractions gives one config of several fractions (--label-fraction stays its one-element spelling); a
+    bad value fails in one line naming it, before any task is converted or generated."""
+    from monai_modan.evaluation import configure, experiment
+
+    seen = []
+    real = configure.configure_experiment
+    monkeypatch.setattr(configure, "configure_experiment", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
+    base = ["experiment", "--out", str(tmp_path / "out"), "--task", "breast_us", "--image-size", "32",
+            "--synthetic-images", "24", "--pretrain-runs", str(tmp_path / "none"), "--quiet"]
+    assert main([*base, "--label-fractions", "0.05", "0.1", "0.25", "0.5", "1.0"]) == 0
+    assert seen[-1].label_fractions == (0.05, 0.1, 0.25, 0.5, 1.0) and seen[-1].label_fraction is None
+    assert main([*base, "--label-fraction", "0.5"]) == 0
+    assert seen[-1].label_fractions == (0.5,) and seen[-1].label_fraction == 0.5
+    assert main(base) == 0
+    assert seen[-1].label_fractions == (1.0,)
+    capsys.readouterr()
+    for bad, message in ((["--label-fractions", "0.1", "0"], "label_fractions: entry 0.0 is outside (0, 1]"),
+                         (["--label-fractions", "0.1", "1.5"], "entry 1.5 is outside (0, 1]"),
+                         (["--label-fractions", "0.1", "0.1"], "label_fractions: 0.1 listed more than once"),
+                         (["--label-fraction", "0.5", "--label-fractions", "0.1"], "not both")):
+        out = tmp_path / "bad"
+        assert main([*base[:1], "--out", str(out), *base[3:], *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert not out.exists()  # refused before the synthetic task was written
+    with pytest.raises(SystemExit):
+        main([*base, "--label-fractions", "0.1", "half"])
+    assert "invalid float value: 'half'" in capsys.readouterr().err
+
+
 def test_convert_breastmnist_and_option_errors(medmnist_dir, tmp_path, capsys):
     out = tmp_path / "breast.json"
     assert main(["convert", str(medmnist_dir / "breastmnist.npz"), "--out", str(out)]) == 0

@@ -455,3 +455,48 @@ def test_write_report_refuses_incomplete_results(tmp_path):
     with pytest.raises(ValueError, match="reference init 'modan' has no results for mode='fine_tuning' task='ddti'"):
         write_report(rows, tmp_path / "r", "modan")
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_rows_of_several_label_fractions_are_analysed_per_fraction_and_drawn_as_curves(tmp_path):
+    """Each fraction is its own cell, paired with the reference at that fraction; the report gains a table and a
+    plot per (mode, task) (x axis: the fraction, without train_sizes); the same fold at two fractions is no
+    duplicate, the same fold twice at one fraction is."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    gain = {0.1: 0.10, 0.5: 0.02, 1.0: -0.01}  # modan better with few labels only
+    rows = [AucRow(init, mode, "busi", r, f, float(np.clip(0.7 + (gain[lf] if init == "modan" else 0.0)
+                                                           + rng.normal(scale=0.01), 0, 1)), label_fraction=lf)
+            for mode in ("fine_tuning", "linear_probing") for lf in (0.1, 0.5, 1.0) for init in ("random", "modan")
+            for r in range(5) for f in range(3)]
+    written = write_report(rows, tmp_path, "random")
+    assert {"auc_curve_fine-tuning_busi.png", "auc_curve_linear-probing_busi.png"} <= set(written)
+    md = (tmp_path / "report.md").read_text()
+    table = markdown_table(md, "### busi – Fine-tuning")
+    assert table[0] == ["Initialisation", "0.1", "0.5", "1"]
+    for lf, cell in zip((0.1, 0.5, 1.0), table[3][1:]):  # modan: oracle from the rows of that fraction only
+        means = {init: [np.mean([r.auc for r in rows if (r.init, r.mode, r.label_fraction, r.repeat) ==
+                                 (init, "fine_tuning", lf, k)]) for k in range(5)] for init in ("random", "modan")}
+        p = wilcoxon(np.subtract(means["modan"], means["random"])).pvalue
+        assert cell == f"{np.mean(means['modan']):.3f} ± {np.std(means['modan'], ddof=1):.3f} (p = {p:.3f})"
+    assert markdown_table(md, "## Fine-tuning")[3][1] == table[3][3]  # the table by mode: the largest fraction
+    with open(tmp_path / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert len(summary) == 12 and {r["n_train"] for r in summary} == {""}
+    assert [float(r["label_fraction"]) for r in summary[:6]] == [0.1, 0.1, 0.5, 0.5, 1.0, 1.0]
+    assert read_results_csv(tmp_path / "results.csv") == rows
+    with Image.open(tmp_path / "auc_curve_fine-tuning_busi.png") as im:
+        assert np.asarray(im.convert("L"), dtype=float).std() > 5
+    with pytest.raises(ValueError, match="duplicate result .*label_fraction=0.5 repeat=0 fold=0"):
+        write_report(rows + [rows[30]], tmp_path / "dup", "random")  # 0.5, random, repeat 0, fold 0
+    with pytest.raises(ValueError, match=r"train_sizes\['busi'\]\[0\.1\] must be a number > 0, got 0"):
+        write_report(rows, tmp_path / "bad", "random", train_sizes={"busi": {0.1: 0}})
+
+
+def test_results_csv_without_the_label_fraction_column_is_read_as_one_fraction(tmp_path):
+    (tmp_path / "old.csv").write_text("init,mode,task,repeat,fold,auc\nmodan,fine_tuning,busi,0,1,0.75\n")
+    assert read_results_csv(tmp_path / "old.csv") == [AucRow("modan", "fine_tuning", "busi", 0, 1, 0.75)]
+    assert read_results_csv(tmp_path / "old.csv", label_fraction=0.25)[0].label_fraction == 0.25
+    (tmp_path / "bad.csv").write_text("init,mode,task,label_fraction,repeat,fold,auc\nm,fine_tuning,b,0,0,1,0.7\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: .*label fraction 0\.0 is outside \(0, 1\]"):
+        read_results_csv(tmp_path / "bad.csv")
