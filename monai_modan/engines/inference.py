@@ -12,13 +12,14 @@ from torch import nn
 
 from ..data.datalist import Datalist
 from ..data.readers import LoadGrayscaleImaged
+from ..utils.defaults import IMAGE_SIZE
 from ..utils.io import atomic_path
 
 __all__ = ["compute_embeddings", "embed_datalist"]
 
 
 @torch.no_grad()
-def compute_embeddings(encoder: nn.Module, items: list[dict], image_size: int = 64, batch_size: int = 64,
+def compute_embeddings(encoder: nn.Module, items: list[dict], image_size: int = IMAGE_SIZE, batch_size: int = 64,
                        device: str | torch.device = "cpu", num_workers: int = 0) -> np.ndarray:
     """``[N, F]`` float32 penultimate features (F = 512 for ResNet-18) of ``items`` (``{"image": path}`` dicts).
 
@@ -36,7 +37,7 @@ def compute_embeddings(encoder: nn.Module, items: list[dict], image_size: int = 
 
 
 def embed_datalist(encoder: nn.Module, data: Datalist, output_file: str | Path, split: str = "training",
-                   image_size: int = 64, batch_size: int = 64, device: str | torch.device = "cpu") -> Path:
+                   image_size: int = IMAGE_SIZE, batch_size: int = 64, device: str | torch.device = "cpu") -> Path:
     """Write ``output_file`` (.npz, atomically): ``embeddings [N, F]``, ``labels [N, K]``, ``images [N]``, and one
     ``[N]`` string array per label group (``modality``, ``anatomy`` ...; "" when unknown)."""
     items = data.items(split)

@@ -20,12 +20,30 @@ Modules, lowest first:
 from __future__ import annotations
 
 from .catalogue import RADIMAGENET_CLASSES, SyntheticClass
-from .defaults import SYNTHETIC_FOR_TASK, default_pretraining_datalist, default_task_datalist
+from .defaults import (
+                      SYNTHETIC_FOR_TASK,
+                      default_pretraining_datalist,
+                      default_task_datalist,
+)
 from .phantoms import phantom_tissue_map, render_phantom
-from .physics import Tissue, ct_signal, mr_signal, speckle_field, to_display, ultrasound_fan_mask, ultrasound_signal
+from .physics import (
+                      Tissue,
+                      ct_signal,
+                      mr_signal,
+                      speckle_field,
+                      to_display,
+                      ultrasound_fan_mask,
+                      ultrasound_signal,
+)
 from .tasks import SyntheticTask, generate_downstream_task, render_task_image
-from .writers import (LAYOUTS, MANIFEST_NAME, SyntheticCorpus, SyntheticCorpusError, ensure_pretraining_corpus,
-                      generate_pretraining_corpus)
+from .writers import (
+                      LAYOUTS,
+                      MANIFEST_NAME,
+                      SyntheticCorpus,
+                      SyntheticCorpusError,
+                      ensure_pretraining_corpus,
+                      generate_pretraining_corpus,
+)
 
 __all__ = [
     "Tissue",

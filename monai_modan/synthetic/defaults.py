@@ -18,6 +18,7 @@ from ..data.datalist import write_datalist
 from ..data.downstream.task import load_task_datalist
 from ..data.index import index_path
 from ..labels import LabelSpace
+from ..utils.defaults import IMAGE_SIZE
 from ..utils.distributed import barrier, rank
 from .tasks import SyntheticTask, generate_downstream_task
 from .writers import GENERATOR, MANIFEST_NAME, ensure_pretraining_corpus
@@ -29,7 +30,7 @@ SYNTHETIC_FOR_TASK = {"acl_mrnet": SyntheticTask.KNEE_ACL, "breast_us": Syntheti
                       "thyroid_us": SyntheticTask.THYROID_US, "knee_acl": SyntheticTask.KNEE_ACL}
 
 
-def default_pretraining_datalist(output_dir: str | Path, *, images_per_class: int = 8, image_size: int = 64,
+def default_pretraining_datalist(output_dir: str | Path, *, images_per_class: int = 8, image_size: int = IMAGE_SIZE,
                                  seed: int = 0, progress: bool = False) -> str:
     """Path of the pretraining datalist of the embedded synthetic corpus: ``output_dir/synthetic/datalist.json``.
 
@@ -66,7 +67,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def default_task_datalist(task: str, out_dir: str | Path, *, n_images: int = 120, image_size: int = 64,
+def default_task_datalist(task: str, out_dir: str | Path, *, n_images: int = 120, image_size: int = IMAGE_SIZE,
                           seed: int = 0, overwrite: bool = False) -> str:
     """Path of the validated datalist of ``task``'s embedded synthetic stand-in (see :data:`SYNTHETIC_FOR_TASK`).
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from monai.utils.enums import StrEnum
 
+from ..utils.defaults import IMAGE_SIZE
 from ..utils.io import atomic_write_json
 from .phantoms import render_phantom
 from .physics import to_display
@@ -73,7 +74,7 @@ def render_task_image(task: SyntheticTask | str, label: int, image_size: int, ca
 
 
 def generate_downstream_task(task: SyntheticTask | str, out_dir: str | Path, *, n_images: int = 120,
-                             image_size: int = 64, seed: int = 0, positive_fraction: float = 0.4,
+                             image_size: int = IMAGE_SIZE, seed: int = 0, positive_fraction: float = 0.4,
                              images_per_case: int = 4) -> Path:
     """Write a synthetic binary task and its datalist.
 

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from tqdm.auto import tqdm
 
+from ..utils.defaults import IMAGE_SIZE
 from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
 from .catalogue import RADIMAGENET_CLASSES, SyntheticClass
 from .phantoms import render_phantom
@@ -375,7 +376,7 @@ def _prepare_out_dir(out_dir: Path, layouts: tuple[str, ...]) -> None:
                 f"{out_dir}); choose an empty out_dir so no foreign data is overwritten")
 
 
-def generate_pretraining_corpus(out_dir: str | Path, *, images_per_class: int = 8, image_size: int = 64, seed: int = 0,
+def generate_pretraining_corpus(out_dir: str | Path, *, images_per_class: int = 8, image_size: int = IMAGE_SIZE, seed: int = 0,
                                 layouts: Sequence[str] = LAYOUTS, progress: bool = True) -> SyntheticCorpus:
     """Write a miniRIN-like synthetic corpus (always regenerates; see :func:`ensure_pretraining_corpus`).
 
@@ -445,7 +446,7 @@ def _corpus_intact(out_dir: Path, m: dict[str, Any]) -> bool:
     return True
 
 
-def ensure_pretraining_corpus(out_dir: str | Path, *, images_per_class: int = 8, image_size: int = 64, seed: int = 0,
+def ensure_pretraining_corpus(out_dir: str | Path, *, images_per_class: int = 8, image_size: int = IMAGE_SIZE, seed: int = 0,
                               layouts: Sequence[str] = LAYOUTS, progress: bool = True) -> SyntheticCorpus:
     """Return the corpus in ``out_dir``, generating it only if absent, incomplete or made with other arguments."""
     layouts = _check_args(images_per_class, image_size, seed, layouts)

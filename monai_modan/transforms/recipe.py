@@ -44,6 +44,8 @@ from monai.utils import deprecated_arg
 
 from monai_modan import __version__
 
+from ..utils.defaults import IMAGE_SIZE
+
 __all__ = [
     "MAX_CROP_ATTEMPTS",
     "CropBox",
@@ -190,7 +192,7 @@ class TwoViewRecipe:
         antialias: antialias when a crop is downsampled. Default True.
     """
 
-    image_size: int | tuple[int, int] = 64
+    image_size: int | tuple[int, int] = IMAGE_SIZE
     num_views: int = 2
     scale: tuple[float, float] = (0.2, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
