@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--compile", action="store_true", help="torch.compile the fast path's forward")
     q.add_argument("--loader-workers", type=int, default=None, help="DataLoader workers of the plain loop")
     q.add_argument("--epoch-repeats", type=int, default=2, help="timed epochs of the throughput comparison")
+    q.add_argument("--case", choices=("fast", "spark", "all"), default="fast",
+                   help="fast: step overhead + epoch throughput; spark: SparK step vs MulSupCon step; all: both")
 
     q = sub.add_parser("index", help="DICOM header indexer (cold/warm cache) vs naive full dcmread loop")
     common(q, repeats=3)
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> dict:
         amp = None if args.amp == "auto" else args.amp == "bf16"
         return run_pretrain(device=args.device, image_size=args.size, batch_size=args.batch_size, images=args.images,
                             stem=args.stem, amp=amp, compile=args.compile, loader_workers=args.loader_workers,
-                            epoch_repeats=args.epoch_repeats, **common)
+                            epoch_repeats=args.epoch_repeats, case=args.case, **common)
     if args.benchmark == "cv":
         from .cv import run as run_cv
 

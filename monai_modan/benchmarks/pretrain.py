@@ -13,6 +13,14 @@ temporary folder; packing time is reported, not compared):
     step and ``loss.item()`` for the running loss at every step. ``ratio = plain epoch / fast epoch`` (images per
     second, fast over plain). The GPU configuration is 224 px, batch 256, bf16 (``--device cuda``); on a CPU the
     module runs it at 64 px with a small batch so that it finishes -- a stand-in, labelled as such in the result.
+(3) SparK (``case="spark"``, ``--case spark``) -- one fast-path SparK step (uint8 batch, one augmented view, patch
+    mask, sparse encoder, densify + decoder, masked reconstruction loss, backward, gradient clipping at 5, AdamW
+    step) against one fast-path MulSupCon step (two views, SGD) on the *same* ``B`` images.
+    ``overhead = SparK step / MulSupCon step``; target <= 1.3 on CPU at 64 px. SparK encodes one view per image
+    where MulSupCon encodes two, so the ratio is what the sparse emulation and the decoder cost against half the
+    contrastive encoder work.
+
+``case="fast"`` (the default) runs (1) and (2), ``"spark"`` runs (3), ``"all"`` all three.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ import torch
 
 from .common import Timed, comparison, make_result, measure_interleaved
 
-__all__ = ["run", "prepare_corpus", "DEFAULTS"]
+__all__ = ["run", "prepare_corpus", "DEFAULTS", "CASES"]
 
 # (image_size, batch_size, images in the throughput epoch) per device type
 DEFAULTS = {"cpu": (64, 16, 64), "cuda": (224, 256, 2048)}
+CASES = ("fast", "spark", "all")
 TRAIN_SHARE = 0.7  # lower bound of the synthetic corpus' training share (75 % less the rounding of small classes)
 
 
@@ -78,6 +87,7 @@ def run(
     epoch_repeats: int = 2,
     seed: int = 0,
     workdir: str | Path | None = None,
+    case: str = "fast",
 ) -> dict[str, Any]:
     """Measure and return the result dict (see :mod:`monai_modan.benchmarks.common`).
 
@@ -92,9 +102,12 @@ def run(
         warmup, repeats: untimed and timed calls of the single-step comparison.
         epoch_repeats: timed epochs of the throughput comparison (after one untimed epoch each, if ``warmup``).
         workdir: where the corpus goes (default: a temporary folder, removed afterwards).
+        case: ``fast`` (comparisons 1 and 2 of the module docstring), ``spark`` (3) or ``all``.
     """
     import os
 
+    if case not in CASES:
+        raise ValueError(f"case must be one of {', '.join(CASES)}, got {case!r}")
     device = torch.device(device)
     size_default, batch_default, images_default = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     image_size, batch_size = image_size or size_default, batch_size or batch_default
@@ -112,23 +125,33 @@ def run(
         data = _EpochData(pack.to_device(device)[torch.from_numpy(rows).to(device)],
                           pack.targets_to_device(device)[0][torch.from_numpy(rows).to(device)],
                           [pack.paths[r] for r in rows], pack.labels[rows])
-        comparisons = [
-            _overhead(device, data, image_size, batch_size, stem, amp_dtype, compile, warmup, repeats, seed),
-            _throughput(device, data, image_size, batch_size, stem, amp_dtype, compile, loader_workers,
-                        min(warmup, 1), epoch_repeats, seed),
-        ]
+        comparisons = []
+        if case in ("fast", "all"):
+            comparisons += [
+                _overhead(device, data, image_size, batch_size, stem, amp_dtype, compile, warmup, repeats, seed),
+                _throughput(device, data, image_size, batch_size, stem, amp_dtype, compile, loader_workers,
+                            min(warmup, 1), epoch_repeats, seed),
+            ]
+        if case in ("spark", "all"):
+            comparisons.append(_spark_step(device, data, image_size, batch_size, stem, amp_dtype, compile, warmup,
+                                           repeats, seed))
     gpu_config = device.type == "cuda" and image_size >= 224 and amp
     notes = [f"corpus: {len(pack)} synthetic training images at {image_size} px, {len(rows)} of them in the timed "
              f"epoch; packing all took {pack_seconds:.2f} s (one-off, {len(pack) / max(pack_seconds, 1e-9):.0f} "
              "images/s)"]
-    if not gpu_config:
+    if not gpu_config and case != "spark":
         notes.append(f"throughput row at {image_size} px, batch {batch_size}{', bf16' if amp else ', fp32'} on "
                      f"{device.type}: a stand-in so that the module runs here, NOT the GPU configuration "
                      "(224 px, batch 256, bf16, --device cuda)")
-    sizes = {"image_size": image_size, "batch_size": batch_size, "views": 2,
+    sizes = {"image_size": image_size, "batch_size": batch_size, "views": 2, "case": case,
              "epoch_images": len(rows) // batch_size * batch_size, "stem": stem, "amp": "bf16" if amp else "fp32",
              "channels_last": True, "compile": compile, "loader_workers": loader_workers}
-    return make_result("pretrain", "fast pretraining path: per-step overhead and throughput vs the plain loop",
+    if case != "fast":
+        sizes["spark_views"] = 1
+    titles = {"fast": "fast pretraining path: per-step overhead and throughput vs the plain loop",
+              "spark": "SparK step vs MulSupCon step on the fast path",
+              "all": "fast pretraining path: step overhead, throughput vs the plain loop, SparK vs MulSupCon step"}
+    return make_result("pretrain", titles[case],
                        device, sizes, comparisons, notes, configuration="gpu" if gpu_config else "cpu stand-in")
 
 
@@ -225,3 +248,34 @@ def _throughput(device, data, image_size, batch_size, stem, amp_dtype, compile, 
     ], device=device, warmup=warmup, repeats=epoch_repeats)
     return comparison("fast epoch vs authors'-style DataLoader epoch", plain, fast, target=None,
                       note="throughput ratio (images/s fast over plain); the issue sets no number for it")
+
+
+def _spark_step(device, data, image_size, batch_size, stem, amp_dtype, compile, warmup, repeats, seed) -> dict:
+    from ..engines.fast_pretrain import FastPretrainer
+    from ..engines.pretrain import build_pretraining_loss, build_pretraining_model, weight_decay_groups
+    from ..networks.spark import encoder_downsampling
+    from ..transforms import BatchedTwoViewAugment
+
+    contrastive = _fast_trainer(device, data, image_size, batch_size, stem, amp_dtype, compile, seed)
+    torch.manual_seed(seed)
+    model = build_pretraining_model("spark", stem=stem, image_size=image_size).to(device)
+    optimizer = torch.optim.AdamW(weight_decay_groups(model, 0.04), lr=2e-4 * batch_size / 256, betas=(0.9, 0.95))
+    # the spark.json recipe: one view, crop area U[0.67, 1], flip, no intensity jitter; clip the gradient norm at 5
+    augment = BatchedTwoViewAugment(image_size=image_size, num_views=1, scale=(0.67, 1.0), jitter_prob=0.0)
+    spark = FastPretrainer(model, build_pretraining_loss("spark"), optimizer, None, augment, data.images, data.labels,
+                           batch_size, seed=seed, amp_dtype=amp_dtype, channels_last=True, compile=compile,
+                           max_grad_norm=5.0)
+    index = contrastive.epoch_order(1)[:batch_size]
+    mulsupcon_gen, spark_gen = contrastive.epoch_generator(1), spark.epoch_generator(1)
+    baseline, candidate = measure_interleaved([
+        Timed("MulSupCon fast step: uint8 batch -> 2 views -> fwd -> loss -> bwd -> SGD step",
+              lambda: contrastive.train_step(index, mulsupcon_gen), batch_size, "images"),
+        Timed("SparK fast step: uint8 batch -> 1 view -> mask -> sparse encoder + decoder -> masked loss -> bwd -> "
+              "clip -> AdamW step", lambda: spark.train_step(index, spark_gen), batch_size, "images"),
+    ], device=device, warmup=warmup, repeats=repeats)
+    patch = encoder_downsampling(model.encoder)
+    return comparison("SparK step vs MulSupCon step on the same batch", baseline, candidate, metric="overhead",
+                      target=("<=", 1.3) if device.type == "cpu" else None,
+                      note=f"overhead = SparK step / MulSupCon step; {patch}-px patches "
+                           f"({(image_size // patch) ** 2} per image, mask ratio {model.mask_ratio:g}), decoder "
+                           f"width {model.decoder.width}; SparK encodes 1 view per image, MulSupCon 2")

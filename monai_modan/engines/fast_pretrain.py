@@ -26,6 +26,12 @@ scaling is needed -- and the scaler's inf check is a host sync per step). A non-
 the step (that would be a sync): it makes that step's loss non-finite, and :meth:`FastPretrainer.run_epoch` raises
 at the end of the epoch, naming the first bad step.
 
+SparK (``method="spark"``) runs here too: one view per image (``BatchedTwoViewAugment(num_views=1)``), the patch
+mask drawn by the model from the epoch's device generator, the target the view itself, the loss
+:class:`~monai_modan.engines.pretrain.SparKLoss` (shape checks only, no sync); at the end the reconstruction picture
+is written beside the checkpoints (:mod:`monai_modan.engines.reconstruction`). ``max_grad_norm`` clips the global
+gradient norm before each optimiser step (no sync), as the plain path's ``GradientClipping``.
+
 Checkpoints have :class:`~monai_modan.engines.pretrain.PretrainCheckpoint`'s format (same keys, same
 ``config`` check, same file names, ``encoder.pt`` export at the end), so either path can resume from the other's
 checkpoint when both were given the same ``config``.
@@ -56,12 +62,14 @@ from .pretrain import (
     CHECKPOINT_PREFIX,
     CheckpointRotation,
     PretrainMethod,
+    SparKLoss,
     ViewLoss,
     checkpoint_payload,
     restore_checkpoint,
     save_checkpoint,
     save_final_outputs,
 )
+from .reconstruction import RECONSTRUCTION_NAME, save_reconstruction_figure
 
 __all__ = ["FastPretrainer", "EpochStats", "SyncFreeContrastiveLoss", "DeviceCorpus", "load_device_corpus",
            "epoch_seed"]
@@ -191,11 +199,14 @@ class FastPretrainer:
     """Device-resident pretraining loop (see the module docstring).
 
     Args:
-        model: network ``[B·V, 1, s, s]`` -> ``[B·V, D]`` projections (contrastive) or ``[B·V, C]`` logits
-            (supervised), on the images' device; may be wrapped in DistributedDataParallel.
+        model: network ``[B·V, 1, s, s]`` -> ``[B·V, D]`` projections (contrastive), ``[B·V, C]`` logits
+            (supervised) or a :class:`~monai_modan.networks.SparKModel` (``spark``; called as
+            ``model(x, generator=...)``), on the images' device; may be wrapped in DistributedDataParallel.
         loss: as ``build_pretraining_loss`` makes it: ``ViewLoss(MulSupConLoss)``, ``ViewLoss(NTXentLoss)`` (run
-            through :class:`SyncFreeContrastiveLoss`) or a classification loss such as ``nn.CrossEntropyLoss``
-            (supervised; called as is, on logits and the ``[B·V]`` class indices, one per view).
+            through :class:`SyncFreeContrastiveLoss`), :class:`~monai_modan.engines.pretrain.SparKLoss` (``spark``,
+            called as is on the model's output and the views) or a classification loss such as
+            ``nn.CrossEntropyLoss`` (supervised; called as is, on logits and the ``[B·V]`` class indices, one per
+            view).
         optimizer: optimiser of ``model``'s parameters.
         scheduler: learning-rate scheduler stepped after every optimiser step, or ``None``.
         augment: :class:`~monai_modan.transforms.batched.BatchedTwoViewAugment`; its ``num_views`` is V.
@@ -209,6 +220,8 @@ class FastPretrainer:
         compile: run the forward through ``torch.compile(model)`` (the first steps then include compilation).
         class_index: ``[N]`` int64 fine classes on the device; required for the supervised method.
         method: :class:`~monai_modan.engines.pretrain.PretrainMethod`; inferred from ``loss`` when ``None``.
+        max_grad_norm: clip the global gradient L2 norm to this value before every optimiser step; ``None``: no
+            clipping.
 
     Raises:
         ValueError / TypeError: inconsistent shapes, dtypes or devices, a batch larger than the corpus, a supervised
@@ -232,6 +245,7 @@ class FastPretrainer:
         *,
         class_index: torch.Tensor | None = None,
         method: PretrainMethod | str | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a uint8 tensor [N, C, S, S], got "
@@ -256,6 +270,10 @@ class FastPretrainer:
                 raise ValueError(
                     f"the loss expects {self.loss.num_views} views, the augmentation makes {self.num_views}")
             inferred = self.loss.method
+        elif isinstance(loss, SparKLoss):
+            if self.num_views != 1:
+                raise ValueError(f"SparK trains on one view per image; the augmentation makes {self.num_views}")
+            self.loss, inferred = loss, PretrainMethod.SPARK
         else:
             self.loss, inferred = loss, PretrainMethod.SUPERVISED
         if method is not None and PretrainMethod(method) != inferred:
@@ -267,6 +285,9 @@ class FastPretrainer:
             raise ValueError(f"the supervised method needs class_index [N={n}] (int64 fine classes), got "
                              f"{None if class_index is None else tuple(class_index.shape)}")
 
+        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.model, self.optimizer, self.scheduler, self.augment = model, optimizer, scheduler, augment
         self.images, self.labels = images, labels
         self.class_index = None if class_index is None else class_index.long()
@@ -308,13 +329,18 @@ class FastPretrainer:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.method == PretrainMethod.SUPERVISED:
             target = self.class_index.index_select(0, index).repeat_interleave(views_per_image)
+        elif self.method == PretrainMethod.SPARK:
+            target = x  # the unmasked view; the model draws the mask from this epoch's generator
         else:
             target = self.labels.index_select(0, index)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss = self.loss(self.forward(x), target).mean()
+            pred = self.forward(x, generator=generator) if self.method == PretrainMethod.SPARK else self.forward(x)
+            loss = self.loss(pred, target).mean()
         loss.backward()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -404,7 +430,19 @@ class FastPretrainer:
             return done
         save_final_outputs(checkpoint_dir, self.model, self.state_dict(config), config or {},
                            export_encoder=export_encoder, model_file=model_file)
+        if self.method == PretrainMethod.SPARK and self.rank == 0:
+            self.save_reconstruction(Path(checkpoint_dir) / RECONSTRUCTION_NAME)
         return done
+
+    def save_reconstruction(self, path: str | Path, num_images: int = 4, seed: int = 0) -> Path:
+        """SparK only: the reconstruction picture (:func:`~monai_modan.engines.reconstruction.
+        save_reconstruction_figure`) of views of the corpus' first ``num_images`` images, drawn with ``seed``."""
+        if self.method != PretrainMethod.SPARK:
+            raise ValueError(f"a reconstruction picture needs the spark method, this trainer runs {self.method}")
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        with torch.no_grad():
+            views = self.augment(self.images[:num_images], generator)[:, 0]
+        return save_reconstruction_figure(self.model, views, path, num_images, seed)
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def state_dict(self, config: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 The trainer sees flat batches: :class:`TwoViewBatch` turns a collated ``[B, V, 1, H, W]`` two-view batch into
 ``[B·V, 1, H, W]`` network inputs (image-major: rows ``b·V + v``), and :class:`ViewLoss` folds the ``[B·V, D]``
-predictions back to ``[B, V, D]`` for the contrastive losses. The handlers add what MONAI's own handlers do not:
+predictions back to ``[B, V, D]`` for the contrastive losses. SparK (``method="spark"``, masked image modelling) trains
+on one view per image: the target is the image itself and :class:`SparKLoss` hands the network's
+:class:`~monai_modan.networks.spark.SparKOutput` (reconstruction, mask) to the masked reconstruction loss. The
+handlers add what MONAI's own handlers do not:
 per-epoch reseeding (exact resume), a finite-loss guard naming the step, atomic checkpoints with RNG states and a
-configuration fingerprint, and contrastive diagnostics / throughput for the loggers.
+configuration fingerprint, contrastive diagnostics / throughput for the loggers, and gradient-norm clipping.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar as IgniteProgressBar
+from monai.engines.utils import IterationEvents
 from monai.transforms import Compose, EnsureTyped
 from monai.utils import CommonKeys, StrEnum
 from torch import nn
@@ -33,11 +37,13 @@ from ..data.index import index_path
 from ..data.packed import check_images
 from ..data.readers import LoadGrayscaleImaged
 from ..labels import LabelSpace
-from ..losses import MulSupConLoss, NTXentLoss
-from ..networks import ContrastiveModel, SupervisedModel, build_encoder
+from ..losses import MaskedReconstructionLoss, MulSupConLoss, NTXentLoss
+from ..networks import ContrastiveModel, SparKModel, SupervisedModel, build_encoder
 from ..networks.export import CheckpointError
 from ..networks.export import export_encoder as export
+from ..networks.spark import DEFAULT_DECODER_WIDTH, DEFAULT_MASK_RATIO, SparKOutput
 from ..transforms import TwoViewAugmentd
+from ..utils.defaults import IMAGE_SIZE
 from ..utils.distributed import barrier, rank, world_size
 from ..utils.errors import UserInputError
 from ..utils.io import atomic_path, atomic_write_json, remove_temporaries
@@ -46,7 +52,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoch=N.pt
 
 __all__ = [
-    "PretrainMethod", "TwoViewBatch", "ViewLoss", "build_pretraining_model", "build_pretraining_loss",
+    "PretrainMethod", "TwoViewBatch", "ViewLoss", "SparKLoss", "build_pretraining_model", "build_pretraining_loss",
+    "GradientClipping", "weight_decay_groups",
     "EpochSeeding", "FiniteLossGuard", "ProgressBar", "load_pretraining_data", "PretrainCheckpoint", "PretrainDiagnostics", "CheckpointError",
     "prepare_pretraining_datalist", "pretraining_transforms", "save_final_outputs",
 ]
@@ -54,11 +61,14 @@ __all__ = [
 
 class PretrainMethod(StrEnum):
     """``mulsupcon``: ModAn-MulSupCon (metadata multi-hot, Jaccard-weighted); ``simclr``: NT-Xent, no labels;
-    ``supervised``: cross-entropy over the fine classes (RadImageNet's 165 (modality, anatomy, folder) classes)."""
+    ``supervised``: cross-entropy over the fine classes (RadImageNet's 165 (modality, anatomy, folder) classes);
+    ``spark``: SparK masked image modelling (one view per image, no labels; :class:`~monai_modan.networks.SparKModel`).
+    """
 
     MULSUPCON = "mulsupcon"
     SIMCLR = "simclr"
     SUPERVISED = "supervised"
+    SPARK = "spark"
 
 
 # data ---------------------------------------------------------------------------------------------------------
@@ -110,12 +120,15 @@ _SETTINGS = {
     "temperature": ("float>0|None", None, None, "softmax temperature T > 0 (null: the loss's default)"),
     "threshold": ("float", 0.0, 1.0, "Jaccard threshold tau in (0, 1]"),
     "image_size": ("int", 8, None, "image side in pixels"),
-    "num_views": ("int", 2, None, "views per image"),
+    "num_views": ("int", 1, None, "views per image"),  # >= 2 for the contrastive methods, 1 for spark (below)
     "checkpoint_interval": ("int", 1, None, "epochs between checkpoints"),
     "projection_dim": ("int", 1, None, "projection head output width"),
     "num_workers": ("int", 0, None, "data-loader processes"),
     "seed": ("int", 0, None, "random seed"),
     "max_bad_fraction": ("float", 0.0, 1.0, "largest share of undecodable images a run goes past"),
+    "max_grad_norm": ("float>0|None", None, None, "gradient-norm clipping threshold (null: no clipping)"),
+    "mask_ratio": ("float", 0.0, 1.0, "share of patches SparK hides, in (0, 1)"),
+    "decoder_width": ("int", 1, None, "SparK decoder channels at the deepest scale"),
 }
 
 
@@ -124,11 +137,15 @@ def check_pretraining_settings(**settings: Any) -> dict[str, Any]:
 
     ``--epochs abc`` or ``--lr nan`` reach a bundle as strings or NaN, which would fail deep inside the trainer
     (``'<' not supported``) or silently train on garbage. Known keys are those of ``_SETTINGS``; others pass
-    through. Returns the settings unchanged.
+    through. Returns the settings unchanged. ``method`` (a :class:`PretrainMethod` value) decides ``num_views``: at
+    least 2 for the contrastive and supervised methods, exactly 1 for ``spark``.
 
     Raises:
         UserInputError: the first bad value.
     """
+    method = settings.get("method")
+    if method is not None and method not in set(PretrainMethod):
+        raise UserInputError(f"method={method!r}: must be one of {', '.join(m.value for m in PretrainMethod)}")
     for key, value in settings.items():
         if key not in _SETTINGS:
             continue
@@ -151,6 +168,13 @@ def check_pretraining_settings(**settings: Any) -> dict[str, Any]:
             raise UserInputError(f"{shown}: must be {'<' if key == 'momentum' else '<='} {high}")
         if key == "threshold" and not value > 0:
             raise UserInputError(f"{shown}: must be in (0, 1]")
+        if key == "mask_ratio" and not 0 < value < 1:
+            raise UserInputError(f"{shown}: must be in (0, 1)")
+        if key == "num_views":
+            if method == PretrainMethod.SPARK and value != 1:
+                raise UserInputError(f"{shown}: SparK trains on one view per image, must be 1")
+            if method != PretrainMethod.SPARK and value < 2:
+                raise UserInputError(f"{shown}: must be >= 2 (two views of an image are the contrastive positives)")
     epochs, warmup = settings.get("epochs"), settings.get("warmup_epochs")
     if isinstance(epochs, int) and isinstance(warmup, int) and warmup > epochs:
         raise UserInputError(f"warmup_epochs={warmup} is longer than epochs={epochs}: the learning rate would never "
@@ -218,7 +242,7 @@ def _leave_out_bad_images(data, datalist_path: str | Path, image_size: int, outp
     data.splits["training"] = [item for item in items if str(item["image"]) not in bad]
 
 
-def pretraining_transforms(image_size: int = 64, num_views: int = 2, load_size: int | None = None, **augment: Any):
+def pretraining_transforms(image_size: int = IMAGE_SIZE, num_views: int = 2, load_size: int | None = None, **augment: Any):
     """MONAI Compose: load grey ``[1, h, w]`` in [0, 1] -> ``[V, 1, image_size, image_size]`` views; float labels.
 
     ``augment``: further :class:`~monai_modan.transforms.recipe.TwoViewRecipe` fields, or ``recipe=``."""
@@ -237,7 +261,8 @@ class TwoViewBatch:
 
     Input: ``batch["image"]`` ``[B, V, C, H, W]``, ``batch["label"]`` ``[B, K]`` multi-hot and, for the supervised
     method, ``batch["class_index"]`` ``[B]``. Output: ``(images [B·V, C, H, W], target)`` where target is the
-    ``[B, K]`` labels (contrastive) or the ``[B·V]`` class indices (supervised, one per view).
+    ``[B, K]`` labels (contrastive), the ``[B·V]`` class indices (supervised, one per view) or, for SparK
+    (``V = 1``), the images themselves (the network masks them; the loss compares with the unmasked images).
     """
 
     def __init__(self, method: PretrainMethod | str = PretrainMethod.MULSUPCON, channels_last: bool = True):
@@ -254,7 +279,11 @@ class TwoViewBatch:
         x = images.reshape(b * v, *images.shape[2:]).to(device=device, non_blocking=non_blocking)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.method == PretrainMethod.SUPERVISED:
+        if self.method == PretrainMethod.SPARK:
+            if v != 1:
+                raise ValueError(f"SparK trains on one view per image, got V={v} views (images {tuple(images.shape)})")
+            target = x
+        elif self.method == PretrainMethod.SUPERVISED:
             if "class_index" not in batchdata:
                 raise ValueError("the supervised baseline needs fine classes ('class_index'); index a RadImageNet tree")
             target = torch.as_tensor(batchdata["class_index"]).long().repeat_interleave(v).to(device, non_blocking=non_blocking)
@@ -280,12 +309,45 @@ class ViewLoss(nn.Module):
         return self.loss(pred.reshape(pred.shape[0] // self.num_views, self.num_views, -1), labels)
 
 
+class SparKLoss(nn.Module):
+    """Adapts :class:`~monai_modan.losses.MaskedReconstructionLoss` to the trainer's ``loss(prediction, target)``.
+
+    ``prediction`` is the :class:`~monai_modan.networks.spark.SparKOutput` of a ``SparKModel``
+    (``reconstruction [B, C, S, S]``, ``active [B, 1, g, g]`` bool), ``target`` the unmasked images
+    ``[B, C, S, S]`` (what :class:`TwoViewBatch` gives for ``spark``). Returns the 0-d fp32 loss over masked patches.
+    No host sync (shapes are checked, values are not), so the fast path uses it as is.
+    """
+
+    def __init__(self, loss: MaskedReconstructionLoss | None = None):
+        super().__init__()
+        self.loss = loss if loss is not None else MaskedReconstructionLoss()
+
+    @property
+    def last_diagnostics(self) -> dict:
+        return {}
+
+    def forward(self, prediction: SparKOutput, target: torch.Tensor) -> torch.Tensor:
+        if not (isinstance(prediction, tuple) and len(prediction) == 2):
+            raise TypeError(f"SparKLoss expects a SparKModel's output (reconstruction, active), got "
+                            f"{type(prediction).__name__}")
+        reconstruction, active = prediction
+        return self.loss(reconstruction, target, active)
+
+
 def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_classes: int | None = None,
-                            stem: str = "conv3x3", projection_dim: int = 128, channels_last: bool = True) -> nn.Module:
-    """ResNet-18 encoder + projection head (contrastive) or linear classifier (supervised)."""
+                            stem: str = "conv3x3", projection_dim: int = 128, channels_last: bool = True, *,
+                            image_size: int | None = None, mask_ratio: float = DEFAULT_MASK_RATIO,
+                            decoder_width: int = DEFAULT_DECODER_WIDTH) -> nn.Module:
+    """ResNet-18 encoder + projection head (contrastive), linear classifier (supervised) or SparK's sparse
+    densify + decoder (``spark``: needs ``image_size``, a multiple of the stem's mask patch, 16 px for ``conv3x3``,
+    32 px for ``conv7x7``; ``mask_ratio``, ``decoder_width`` as :class:`~monai_modan.networks.SparKModel`)."""
     method = PretrainMethod(method)
     encoder = build_encoder(stem=stem)
-    if method == PretrainMethod.SUPERVISED:
+    if method == PretrainMethod.SPARK:
+        if image_size is None:
+            raise ValueError("SparK needs image_size (the training image side, pixels) to lay out its patch mask")
+        model: nn.Module = SparKModel(encoder, image_size, mask_ratio=mask_ratio, decoder_width=decoder_width)
+    elif method == PretrainMethod.SUPERVISED:
         if not num_classes:
             raise ValueError("the supervised baseline needs num_classes (the datalist's 'classes')")
         model = SupervisedModel(encoder, num_classes)
@@ -296,11 +358,14 @@ def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUP
 
 def build_pretraining_loss(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_views: int = 2,
                            temperature: float | None = None, threshold: float = 0.3) -> nn.Module:
-    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1) or cross-entropy, ready for the trainer.
+    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1), cross-entropy or SparK's masked reconstruction
+    (:class:`SparKLoss`; ``num_views``, ``temperature`` and ``threshold`` do not apply), ready for the trainer.
 
     ``temperature=None`` takes the loss's default (:class:`~monai_modan.losses.MulSupConLoss`,
     :class:`~monai_modan.losses.NTXentLoss`)."""
     method = PretrainMethod(method)
+    if method == PretrainMethod.SPARK:
+        return SparKLoss()
     if method == PretrainMethod.SUPERVISED:
         return nn.CrossEntropyLoss()
     # None = the loss's own default (its one home); 0 or a negative value is refused by the loss, never replaced
@@ -357,6 +422,49 @@ class FiniteLossGuard:
                 f"loss is {loss.item()} at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
                 "training stopped (lower the learning rate, check for constant images, or disable AMP)"
             )
+
+
+class GradientClipping:
+    """Clip the global gradient norm of the trainer's network to ``max_norm`` after every backward pass, before the
+    optimiser step (``torch.nn.utils.clip_grad_norm_``, L2 over all parameters; SparK clips at 5).
+
+    Runs on MONAI's ``IterationEvents.BACKWARD_COMPLETED``. Under AMP with a ``GradScaler`` the gradients are unscaled
+    first (``scaler.unscale_``; the scaler's ``step`` then skips its own unscaling). No host sync. ``max_norm=None``
+    attaches nothing, so a bundle can list the handler for every method and switch it with one key.
+    """
+
+    def __init__(self, max_norm: float | None = None):
+        if max_norm is not None and not (isinstance(max_norm, (int, float)) and not isinstance(max_norm, bool)
+                                         and math.isfinite(max_norm) and max_norm > 0):
+            raise UserInputError(f"max_grad_norm={max_norm!r}: must be a finite number > 0, or null for no clipping")
+        self.max_norm = None if max_norm is None else float(max_norm)
+
+    def attach(self, engine) -> None:
+        if self.max_norm is not None:
+            engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        scaler = getattr(engine, "scaler", None)
+        if getattr(engine, "amp", False) and scaler is not None:
+            scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float,
+                        no_decay_names: tuple[str, ...] = ("mask_token",)) -> list[dict[str, Any]]:
+    """Two optimiser parameter groups: the weights of convolutions and linear layers (``ndim >= 2``) with
+    ``weight_decay``, and -- without decay -- biases, normalisation parameters (``ndim <= 1``) and any parameter whose
+    name contains one of ``no_decay_names`` (SparK's mask tokens), as SparK and MAE exclude them. Frozen parameters
+    are left out. For ``torch.optim.AdamW(weight_decay_groups(net, 0.04), lr=...)``."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or any(key in name for key in no_decay_names):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class PretrainDiagnostics:

@@ -1,4 +1,4 @@
-"""Contrastive losses for metadata-supervised pretraining."""
+"""Pretraining losses: contrastive (metadata-supervised MulSupCon, NT-Xent) and SparK's masked reconstruction."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ from monai_modan.losses.mulsupcon import (
     weighted_contrastive_loss,
 )
 from monai_modan.losses.ntxent import NTXentLoss
+from monai_modan.losses.spark import MaskedReconstructionLoss, patch_statistics, patchify, unpatchify
 
 __all__ = [
+    "MaskedReconstructionLoss",
     "MulSupConLoss",
     "NTXentLoss",
     "jaccard_similarity",
+    "patch_statistics",
+    "patchify",
     "positive_pair_weights",
+    "unpatchify",
     "weighted_contrastive_loss",
 ]

@@ -1,4 +1,5 @@
-"""Networks: the ResNet-18 encoder variants, pretraining heads, and encoder export/import."""
+"""Networks: the ResNet-18 encoder variants, pretraining heads (contrastive, supervised, SparK), and encoder
+export/import."""
 
 from .encoder import ContrastiveModel, ResNet18Encoder, StemType, SupervisedModel, build_encoder, stem_kwargs
 from .export import (
@@ -10,4 +11,16 @@ from .export import (
     load_encoder,
     refuse_torchscript,
     to_torchvision_state_dict,
+)
+from .spark import (
+    Densify,
+    MaskPyramid,
+    RandomPatchMask,
+    SparKDecoder,
+    SparKModel,
+    SparKOutput,
+    UpsampleBlock,
+    encoder_downsampling,
+    sparse_batch_norm,
+    sparse_resnet_features,
 )
