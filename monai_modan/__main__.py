@@ -128,7 +128,7 @@ def _cmd_experiment(args) -> int:
     from .data.downstream.prepare import prepare_task
     from .evaluation.configure import configure_experiment
     from .evaluation.experiment import experiment_from_yaml, resolve_label_fractions, run_experiment
-    from .evaluation.inits import pretrained_inits
+    from .evaluation.inits import PRETRAIN_METHODS, pretrained_inits
     from .synthetic import default_task_datalist
 
     if args.config:
@@ -148,7 +148,8 @@ def _cmd_experiment(args) -> int:
                 tasks[name] = default_task_datalist(name, out / "tasks", n_images=args.synthetic_images,
                                                     image_size=args.image_size)
         config = configure_experiment(
-            tasks, pretrained_inits(args.pretrain_runs, imagenet=args.imagenet), out, image_size=args.image_size,
+            tasks, pretrained_inits(args.pretrain_runs, methods=() if args.scratch_only else PRETRAIN_METHODS,
+                                    imagenet=args.imagenet), out, image_size=args.image_size,
             recipe={"epochs": args.epochs}, modes=args.modes, repeats=args.repeats, folds=args.folds,
             label_fraction=args.label_fraction, label_fractions=args.label_fractions, knn=args.knn,
             logistic=args.logistic, umap_datalist=args.umap_datalist, reference_init=args.reference, workers=args.workers, allow_torchscript=args.allow_torchscript,
@@ -291,8 +292,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--task", action="append", metavar="NAME[=SOURCE]",
                    help="task and its data (MRNet/BUSI/DDTI/CSV/folder/npz, converted); NAME alone = embedded synthetic "
                         f"({', '.join(DEFAULT_TASKS)})")
-    q.add_argument("--pretrain-runs", default="bundles/modan_pretrain/runs",
-                   help="folder with <method>/encoder.pt from the modan_pretrain bundle")
+    q.add_argument("--pretrain-runs", default=str(Path(__file__).resolve().parents[1] / "bundles" / "modan_pretrain"
+                                                  / "runs"),
+                   help="folder with <method>/encoder.pt from the modan_pretrain bundle (default: this checkout's, "
+                        "wherever the command runs); finding no encoder there is an error")
+    q.add_argument("--scratch-only", action="store_true",
+                   help="compare without pretrained encoders (scratch, and --imagenet if given)")
     q.add_argument("--imagenet", help="local torchvision resnet18 weights file (never downloaded)")
     q.add_argument("--allow-torchscript", action="store_true",
                    help="accept TorchScript archives as weights files: this RUNS CODE FROM THE FILE on load (use only "

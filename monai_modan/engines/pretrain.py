@@ -583,6 +583,13 @@ def save_final_outputs(save_dir: str | Path, model: nn.Module, payload: dict, co
         Path(model_file).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(model_file) as tmp:
             torch.save(_unwrap(model).state_dict(), tmp)
+    written = [("encoder (plain MONAI resnet18 weights)", save_dir / "encoder.pt" if export_encoder else None),
+               ("whole network", Path(model_file) if model_file is not None else None),
+               ("settings", save_dir / "config.json"), ("resumable checkpoint", final),
+               ("TensorBoard logs", save_dir / "tensorboard" if (save_dir / "tensorboard").is_dir() else None)]
+    # printed, not only logged: the last lines of every run say where its outputs are, whatever the logging setup
+    print("pretraining finished; outputs:\n" + "\n".join(f"  {what}: {path}" for what, path in written if path),
+          flush=True)
     return final
 
 

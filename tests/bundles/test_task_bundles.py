@@ -75,7 +75,7 @@ def test_label_fractions_key_gives_a_curve_and_bad_values_are_named(bundle, tmp_
         parser = ConfigParser()
         parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
         parser.update({"bundle_root": str(REPO / "bundles" / bundle), "output_dir": str(tmp_path),
-                       "pretrain_runs": str(tmp_path / "none"), "task_datalist": str(tmp_path / "task.json"), **values})
+                       "inits": {"scratch": None}, "task_datalist": str(tmp_path / "task.json"), **values})
         return parser.get_parsed_content("experiment")
 
     assert parsed().label_fractions == (1.0,)
@@ -121,8 +121,21 @@ def test_breast_us_train_fine_tunes_the_pretrained_encoder(tmp_path, pretrain_ru
     assert (tmp_path / "fine_tuning" / "report.md").is_file()
 
 
-def test_thyroid_us_linear_probe_overlay_and_scratch_fallback(tmp_path):
-    _run("thyroid_us", tmp_path, "linear_probe.json", pretrain_runs=str(tmp_path / "none"))
+def test_thyroid_us_without_an_encoder_stops_naming_where_it_looked(tmp_path):
+    """No silent fall-back to scratch: a missing encoder is an error naming the folder searched."""
+    from monai_modan.evaluation.inits import NoPretrainedEncoderError
+    from monai_modan.utils.errors import user_error
+
+    with pytest.raises(Exception) as info:
+        _run("thyroid_us", tmp_path, "linear_probe.json", pretrain_runs=str(tmp_path / "none"))
+    found = user_error(info.value)
+    assert isinstance(found, NoPretrainedEncoderError), repr(info.value)
+    assert f"mulsupcon/encoder.pt under {(tmp_path / 'none').resolve()}" in str(found)
+    assert not (tmp_path / "linear_probing" / "results.csv").exists()
+
+
+def test_thyroid_us_linear_probe_overlay_from_scratch_when_asked(tmp_path):
+    _run("thyroid_us", tmp_path, "linear_probe.json", inits={"scratch": None})
     rows = _rows(tmp_path / "linear_probing" / "results.csv")
     assert {r["init"] for r in rows} == {"scratch"} and {r["mode"] for r in rows} == {"linear_probing"}
     assert all(math.isfinite(float(r["auc"])) for r in rows)

@@ -172,7 +172,7 @@ def test_experiment_options_build_the_config_the_bundles_build(tmp_path, monkeyp
     monkeypatch.setattr(configure, "configure_experiment", spy)
     monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
     assert main(["experiment", "--out", str(tmp_path), "--task", "breast_us", "--image-size", "32",
-                 "--synthetic-images", "24", "--pretrain-runs", str(tmp_path / "none"), "--quiet"]) == 0
+                 "--synthetic-images", "24", "--scratch-only", "--quiet"]) == 0
     config = seen["config"]
     defaults = experiment.ExperimentConfig(tasks={"t": "t.json"}, inits={"scratch": None}, out_dir=".")
     assert config.recipe == Recipe(image_size=32) and config.out_dir == str(tmp_path)
@@ -191,7 +191,7 @@ def test_experiment_label_fractions_reach_the_config_and_bad_ones_are_named(tmp_
     monkeypatch.setattr(configure, "configure_experiment", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
     base = ["experiment", "--out", str(tmp_path / "out"), "--task", "breast_us", "--image-size", "32",
-            "--synthetic-images", "24", "--pretrain-runs", str(tmp_path / "none"), "--quiet"]
+            "--synthetic-images", "24", "--scratch-only", "--quiet"]
     assert main([*base, "--label-fractions", "0.05", "0.1", "0.25", "0.5", "1.0"]) == 0
     assert seen[-1].label_fractions == (0.05, 0.1, 0.25, 0.5, 1.0) and seen[-1].label_fraction is None
     assert main([*base, "--label-fraction", "0.5"]) == 0
@@ -248,3 +248,37 @@ def test_index_outputs_written_into_the_export_are_not_indexed_next_time(dicom_d
         assert main(["index", str(export), "--out", str(out), "--quiet", "--workers", "0"]) == 0
         reports.append(json.loads((export / "index.report.json").read_text()))
     assert reports[1]["skipped"] == reports[0]["skipped"] and reports[1]["images"] == reports[0]["images"]
+
+
+def test_experiment_finds_the_encoders_from_any_folder_or_stops(tmp_path, monkeypatch, capsys):
+    """The default --pretrain-runs is this checkout's, not one relative to the current folder; finding no encoder
+    is an error naming where it looked; scratch-only is asked for with --scratch-only."""
+    from monai_modan.evaluation import configure, experiment
+    from monai_modan.evaluation.inits import NoPretrainedEncoderError
+
+    seen = {}
+    monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
+    real = configure.configure_experiment
+    monkeypatch.setattr(configure, "configure_experiment",
+                        lambda tasks, inits, *a, **k: seen.setdefault("inits", inits) and real(tasks, inits, *a, **k))
+    monkeypatch.chdir(tmp_path)  # anywhere but the repository root
+    args = ["experiment", "--task", "breast_us", "--synthetic-images", "40", "--image-size", "32", "--out",
+            str(tmp_path / "out")]
+    assert main([*args, "--pretrain-runs", "/nonexistent/runs"]) == 2 and "inits" not in seen
+    err = capsys.readouterr().err
+    assert err.startswith("error: no pretrained encoder found: looked for mulsupcon/encoder.pt") and \
+        "under /nonexistent/runs" in err and err.count("\n") == 1
+    with pytest.raises(NoPretrainedEncoderError):
+        main(["--debug", *args, "--pretrain-runs", "/nonexistent/runs"])
+    assert main([*args, "--scratch-only"]) == 0 and seen["inits"] == {"scratch": None}
+    parser_default = next(a.default for a in _experiment_parser()._actions if a.dest == "pretrain_runs")
+    assert Path(parser_default).is_absolute() and Path(parser_default).parent.name == "modan_pretrain"
+
+
+def _experiment_parser():
+    import argparse
+
+    from monai_modan.__main__ import _parser
+
+    subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subcommands.choices["experiment"]

@@ -129,3 +129,12 @@ def test_a_killed_writers_temporaries_are_removed(tmp_path, datalist_with_bad_im
     keep.write_text("not ours")
     _run(tmp_path, datalist=str(datalist))
     assert not any(p.exists() for p in litter) and keep.exists()
+
+
+def test_the_end_of_a_run_prints_where_its_outputs_are(tmp_path, datalist_with_bad_images, capfd):
+    datalist, _ = datalist_with_bad_images
+    _run(tmp_path, datalist=str(datalist))
+    out = capfd.readouterr().out
+    tail = out[out.index("pretraining finished; outputs:"):]
+    for name in ("encoder.pt", "model.pt", "config.json", "checkpoint_final.pt", "tensorboard"):
+        assert str(tmp_path / name) in tail, name

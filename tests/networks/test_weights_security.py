@@ -322,7 +322,7 @@ def test_cli_pretrain_runs_and_imagenet_are_refused(prepared, payload, marker, t
     rc, err = _cli(capsys, *_tiny(tmp_path), "--pretrain-runs", str(runs))
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert_refusal(err.strip(), runs / "mulsupcon" / "encoder.pt")
-    rc, err = _cli(capsys, *_tiny(tmp_path), "--pretrain-runs", str(tmp_path / "none"), "--imagenet", str(payload))
+    rc, err = _cli(capsys, *_tiny(tmp_path), "--scratch-only", "--imagenet", str(payload))
     assert rc == 2 and err.count("\n") == 1 and "init 'imagenet'" in err, err
     assert_refusal(err.strip(), payload)
     assert not marker.exists() and no_jit_load == []
