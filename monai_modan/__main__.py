@@ -147,12 +147,18 @@ def _cmd_experiment(args) -> int:
             else:
                 tasks[name] = default_task_datalist(name, out / "tasks", n_images=args.synthetic_images,
                                                     image_size=args.image_size)
+        methods = () if args.scratch_only else PRETRAIN_METHODS
+        inits = pretrained_inits(args.pretrain_runs, methods=methods, imagenet=args.imagenet)
+        if not args.quiet:
+            missing = [m for m in methods if m not in inits]
+            print(f"inits: {', '.join(inits)}" + (f" (no encoder under {Path(args.pretrain_runs).resolve()} for "
+                                                  f"{', '.join(missing)})" if missing else ""))
         config = configure_experiment(
-            tasks, pretrained_inits(args.pretrain_runs, methods=() if args.scratch_only else PRETRAIN_METHODS,
-                                    imagenet=args.imagenet), out, image_size=args.image_size,
+            tasks, inits, out, image_size=args.image_size,
             recipe={"epochs": args.epochs}, modes=args.modes, repeats=args.repeats, folds=args.folds,
             label_fraction=args.label_fraction, label_fractions=args.label_fractions, knn=args.knn,
-            logistic=args.logistic, umap_datalist=args.umap_datalist, reference_init=args.reference, workers=args.workers, allow_torchscript=args.allow_torchscript,
+            logistic=args.logistic, umap_datalist=args.umap_datalist, reference_init=args.reference,
+            workers=args.workers, allow_torchscript=args.allow_torchscript,
             title="monai-modan: which initialisation for which task?")
     files = run_experiment(config, progress=not args.quiet)
     report = files.get("report.md") or next(iter(files.values()))

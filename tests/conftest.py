@@ -36,6 +36,19 @@ def medmnist_dir(shared_data: Path) -> Path:
     return shared_data / "medmnist"
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """A bundle run in-process configures the root logger from its logging.conf with a handler on the sys.stdout of
+    that moment (a test's capture, closed afterwards); later tests would log into a closed stream. Restore it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread for a module: on a shared 2-core machine, OpenMP threads waiting for a busy core made

@@ -39,7 +39,7 @@ def pretrained_inits(pretrain_runs: str | Path | None, methods: tuple[str, ...] 
                 f"\"['bundles/modan_pretrain/configs/train.json','bundles/modan_pretrain/configs/{method}.json']\" "
                 "--bundle_root bundles/modan_pretrain` (train.json alone is mulsupcon)")
         else:
-            logger.warning("init %s skipped: no encoder at %s", method, encoder)
+            logger.info("init %s skipped: no encoder at %s", method, encoder)
     if methods and require_any and not inits:
         where = runs.resolve() if runs else "nowhere (no pretrain_runs given)"
         raise NoPretrainedEncoderError(

@@ -11,6 +11,8 @@ import pytest
 import torch
 from monai.bundle import run, verify_metadata
 
+from monai_modan.networks import ResNet18Encoder
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "monai_modan" / "resources" / "bundle_meta_schema.json"
 TASK_BUNDLES = ("breast_us", "thyroid_us", "acl_mrnet")
@@ -43,13 +45,18 @@ def test_configs_only_override_and_the_defaults_come_from_the_package(overlay, t
     from monai_modan.evaluation.experiment import ExperimentConfig
     from monai_modan.evaluation.finetune import Recipe
 
+    encoder = tmp_path / "runs" / "mulsupcon" / "encoder.pt"
+    encoder.parent.mkdir(parents=True)
+    torch.save(ResNet18Encoder().state_dict(), encoder)
     configs = REPO / "bundles" / "breast_us" / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.json")] + ([str(configs / overlay)] if overlay else []))
     parser.update({"bundle_root": str(REPO / "bundles" / "breast_us"), "output_dir": str(tmp_path),
-                   "pretrain_runs": str(tmp_path / "none"), "task_datalist": str(tmp_path / "task.json")})
+                   "pretrain_runs": str(tmp_path / "runs"), "task_datalist": str(tmp_path / "task.json")})
     config = parser.get_parsed_content("experiment")
-    defaults = ExperimentConfig(tasks={"t": "t.json"}, inits={"scratch": None}, out_dir=".")
+    # train / linear probe: the MulSupCon encoder alone; evaluate: every encoder found, against scratch
+    assert config.inits == {"mulsupcon": str(encoder), **({"scratch": None} if overlay == "evaluate.json" else {})}
+    defaults = ExperimentConfig(tasks={"t": "t.json"}, inits={"mulsupcon": str(encoder)}, out_dir=".")
     assert config.recipe == Recipe() == defaults.recipe and config.tasks == {"breast_us": str(tmp_path / "task.json")}
     for name in ("reference_init", "folds", "fold_seed", "seed", "label_fraction", "label_fractions", "knn", "logistic",
                  "umap_datalist", "device", "workers"):
