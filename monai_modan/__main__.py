@@ -7,20 +7,38 @@ Commands
     convert  a downstream data set (MRNet, BUSI, DDTI, CSV, folder per class, MedMNIST) -> binary task datalist
     experiment  every init x {fine-tune, linear probe} x every task under the CV protocol -> one report
     pack     a datalist -> memory-mapped uint8 corpus for the device-resident fast pretraining path
+    audit    datalists -> duplicates, near duplicates, blank images, pretraining/task leakage (+ cleaned lists)
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from .data.index import SourceType, detect_source, index_path
-from .utils.defaults import IMAGE_SIZE
+# Only light modules at the top: building the parser (``--help``) imports no torch, MONAI or data module. Each
+# command imports what it needs when it runs; the defaults shown come from utils.defaults, the one home the package's
+# dataclasses read them from too (tests/cli/test_cli.py checks both).
+from .utils.defaults import CV_FOLDS, CV_REPEATS, EVAL_MODES, EXPERIMENT_WORKERS, FINETUNE_EPOCHS, IMAGE_SIZE
+from .utils.defaults import (
+    AUDIT_BLANK_STD,
+    AUDIT_MAX_DISTANCE,
+    AUDIT_MAX_SHIFT,
+    AUDIT_MIN_CORRELATION,
+    AUDIT_MIN_SIZE,
+)
 
 __all__ = ["main", "SourceType", "detect_source", "index_path"]
+_FROM_INDEX = ("SourceType", "detect_source", "index_path")  # re-exported, imported on first use (PEP 562)
+
+
+def __getattr__(name: str):
+    if name in _FROM_INDEX:
+        return getattr(importlib.import_module(".data.index", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _space(args):
@@ -31,6 +49,7 @@ def _space(args):
 
 def _cmd_index(args) -> int:
     from .data.datalist import format_report, write_datalist
+    from .data.index import index_sources
     from .utils.io import check_writable
 
     space = _space(args)
@@ -41,14 +60,15 @@ def _cmd_index(args) -> int:
     links = out.with_name(out.stem + ".links")
     stem = out.with_suffix("") if out.suffix == ".json" else out
     own_outputs = [out, Path(f"{stem}.report.md"), Path(f"{stem}.report.json")]  # when written into the export
-    result, classes = index_path(args.path, space, args.source, workers=args.workers, cache=cache, link_dir=links,
-                                 exclude=own_outputs, progress=not args.quiet)
+    result, classes, sources = index_sources(args.path, space, args.source, workers=args.workers, cache=cache,
+                                             link_dir=links, exclude=own_outputs, progress=not args.quiet)
     if not result.records:
         reasons = ", ".join(sorted({s.reason for s in result.skipped})) or "no files"
-        raise UsageError(f"{args.path}: no usable image found ({len(result.skipped)} skipped: {reasons})")
-    write_datalist(result, space, out, classes=classes)
+        raise UsageError(f"{' '.join(args.path)}: no usable image found ({len(result.skipped)} skipped: {reasons})")
+    sources = sources if len(args.path) > 1 else []
+    write_datalist(result, space, out, classes=classes, sources=sources)
     if not args.quiet:
-        print(format_report(result, space))
+        print(format_report(result, space, sources=sources))
     print(f"wrote {out} ({len(result.records)} images, {len(result.skipped)} skipped); report: {stem}.report.md")
     return 0
 
@@ -121,6 +141,28 @@ def _cmd_pack(args) -> int:
     return 0
 
 
+
+def _cmd_audit(args) -> int:
+    from .data.audit import AuditSettings, audit, write_audit_report, write_cleaned_datalists
+
+    settings = AuditSettings(max_distance=args.max_distance, min_correlation=args.min_correlation,
+                             max_shift=args.max_shift, min_size=args.min_size, blank_std=args.blank_std)
+    first = Path(args.datalists[0])
+    out = Path(args.out) if args.out else first.with_name(first.stem + ".audit")
+    report = audit(args.datalists[0], args.datalists[1:], settings, pretrain_splits=args.pretrain_splits,
+                   cache=not args.no_cache, workers=args.workers, progress=not args.quiet)
+    cleaned = write_cleaned_datalists(report) if args.drop else {}
+    files = write_audit_report(report, out, cleaned)
+    for name, c in report.summary().items():
+        seen = f", {c['seen_in_pretraining']} also in pretraining" if "seen_in_pretraining" in c else ""
+        print(f"{name}: {c['images']} images, {c['unreadable']} unreadable, {c['blank_or_constant']} blank, "
+              f"{c['too_small']} too small, {c['exact_pairs']} exact + {c['near_pairs']} near duplicate pairs "
+              f"({c['conflicting_label_pairs']} with different labels){seen}")
+    for name, path in cleaned.items():
+        print(f"cleaned {name}: {path}")
+    print(f"report: {files['audit.md']}")
+    return 0
+
 DEFAULT_TASKS = ("acl_mrnet", "breast_us", "thyroid_us")
 
 
@@ -129,21 +171,30 @@ def _cmd_experiment(args) -> int:
     from .evaluation.configure import configure_experiment
     from .evaluation.experiment import experiment_from_yaml, resolve_label_fractions, run_experiment
     from .evaluation.inits import PRETRAIN_METHODS, pretrained_inits
+    from .evaluation.stats import Alternative
+    from .embedded import EMBEDDED_TASKS, embedded_task_datalist
     from .synthetic import default_task_datalist
 
     if args.config:
         if args.allow_torchscript:  # --config overrides every other option: never ignore an opt-in silently
             raise UsageError(f"--allow-torchscript has no effect with --config: write `allow_torchscript: true` in "
                              f"{args.config} (only for weights files you trust: it runs code from the file)")
+        if args.allow_leakage:
+            raise UsageError(f"--allow-leakage has no effect with --config: write `allow_leakage: true` in "
+                             f"{args.config}")
         config = experiment_from_yaml(args.config)
     else:
         resolve_label_fractions(args.label_fraction, args.label_fractions)  # a bad value fails before any task is made
+        if args.alternative is not None:  # likewise
+            Alternative.parse(args.alternative)
         out = Path(args.out)
         tasks = {}
         for spec in args.task or DEFAULT_TASKS:
             name, _, source = spec.partition("=")
-            if source:  # NAME=SOURCE: convert the data set; NAME alone: the task's embedded synthetic stand-in
+            if source:  # NAME=SOURCE: convert the data set; NAME alone: embedded real data or a synthetic stand-in
                 tasks[name] = prepare_task(name, out / "tasks", source)
+            elif name in EMBEDDED_TASKS:
+                tasks[name] = embedded_task_datalist(name, out / "tasks")
             else:
                 tasks[name] = default_task_datalist(name, out / "tasks", n_images=args.synthetic_images,
                                                     image_size=args.image_size)
@@ -158,7 +209,8 @@ def _cmd_experiment(args) -> int:
             recipe={"epochs": args.epochs}, modes=args.modes, repeats=args.repeats, folds=args.folds,
             label_fraction=args.label_fraction, label_fractions=args.label_fractions, knn=args.knn,
             logistic=args.logistic, umap_datalist=args.umap_datalist, reference_init=args.reference,
-            workers=args.workers, allow_torchscript=args.allow_torchscript,
+            alternative=args.alternative, fixed_splits=args.fixed_splits,
+            workers=args.workers, allow_torchscript=args.allow_torchscript, allow_leakage=args.allow_leakage,
             title="monai-modan: which initialisation for which task?")
     files = run_experiment(config, progress=not args.quiet)
     report = files.get("report.md") or next(iter(files.values()))
@@ -174,9 +226,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` to an option's help, except where there is nothing to show (``None``, a flag)."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help  # nothing to show, or the help says it in words
+        if isinstance(action.default, (list, tuple)):  # as it is typed: --modes fine_tuning linear_probing
+            return f"{action.help} (default: {' '.join(map(str, action.default))})"
         return super()._get_help_string(action)
+
+
+class _EnumValues:
+    """The values of an enum of the package, for ``choices``: imported when argparse first needs them (to check a
+    value given, or to print this command's help), so that building the parser imports no data module. Give the
+    option a ``metavar`` (argparse formats the choices of an option without one when it is added) and write
+    ``%(choices)s`` in its help."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _values(self) -> list[str]:
+        return [m.value for m in getattr(importlib.import_module(self.module, __package__), self.name)]
+
+    def __contains__(self, value) -> bool:
+        return value in self._values()
+
+    def __iter__(self):
+        return iter(self._values())
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -191,17 +264,6 @@ class _DeprecatedAlias(argparse.Action):
         print(f"warning: {option_string} is deprecated and will be removed in the next release; use {self.replacement}",
               file=sys.stderr)
         setattr(namespace, self.dest, values)
-
-
-def _field_defaults(cls) -> dict:
-    """``{field: default}`` of a dataclass: the options mirroring a package dataclass take their defaults from it."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
 
 
 def _image_size_args(q, default: int) -> None:
@@ -231,13 +293,17 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--quiet", action="store_true", help="no progress bars, no printed report")
 
     q = command("index", help="index a DICOM export / RadImageNet tree / MedMNIST files into a datalist",
-                       description="Walk PATH, label every usable image with modality and anatomy (multi-hot), and "
+                       description="Walk each PATH, label every usable image with modality and anatomy (multi-hot), and "
                                    "write a MONAI datalist JSON plus a report (<out>.report.md/.json): counts per "
                                    "modality x anatomy, which tag produced each label, unmapped tag values, and "
                                    "skipped files by reason. No patient-identifying value is written.")
-    q.add_argument("path", help="DICOM export folder, RadImageNet root (containing radiology_ai/), or .npz file/folder")
+    q.add_argument("path", nargs="+", metavar="PATH",
+                   help="DICOM export folder, RadImageNet root (containing radiology_ai/), .npz file/folder, or a "
+                        "datalist .json indexed before; several PATHs make one corpus with one label space and a "
+                        "per-source report")
     q.add_argument("--out", required=True, help="datalist JSON to write")
-    q.add_argument("--source", default="auto", choices=[s.value for s in SourceType], help="force the source type")
+    q.add_argument("--source", default="auto", choices=_EnumValues(".data.index", "SourceType"),
+                   metavar="SOURCE", help="force the source type: %(choices)s")
     q.add_argument("--workers", type=int, default=None, help="header-reading processes (default: all cores; 0 = serial)")
     q.add_argument("--cache", help="DICOM header cache (default: <out>.dicom-cache.json); unchanged files are not re-read")
     q.add_argument("--no-cache", action="store_true", help="read every header again")
@@ -268,12 +334,6 @@ def _parser() -> argparse.ArgumentParser:
     vocab_args(q)
     q.set_defaults(func=_cmd_minirin)
 
-    from .data.downstream.convert import TaskSource as TaskKind
-    from .evaluation.experiment import ExperimentConfig
-    from .evaluation.finetune import Recipe
-
-    defaults, recipe_defaults = _field_defaults(ExperimentConfig), _field_defaults(Recipe)  # experiment options
-
     q = command("convert", help="convert a downstream data set to a binary task datalist",
                        description="Convert MRNet (ACL), BUSI, DDTI (XML or fold CSVs), a CSV (path,label[,group]), a "
                                    "folder per class, a datalist JSON or a MedMNIST .npz into a task datalist with "
@@ -281,7 +341,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "duplicates and unusable items are excluded with reasons.")
     q.add_argument("source", help="data set folder or file")
     q.add_argument("--out", required=True, help="task datalist JSON to write")
-    q.add_argument("--kind", default="auto", choices=[k.value for k in TaskKind], help="force the layout")
+    q.add_argument("--kind", default="auto", choices=_EnumValues(".data.downstream.convert", "TaskSource"),
+                   metavar="KIND", help="force the layout: %(choices)s")
     q.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="converter option, e.g. slices=all, include_normal=false, malignant_from=4b, positive=malignant")
     q.set_defaults(func=_cmd_convert)
@@ -296,8 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="outputs/experiment", help="output folder (rows are appended as runs finish; "
                                                                "re-running resumes)")
     q.add_argument("--task", action="append", metavar="NAME[=SOURCE]",
-                   help="task and its data (MRNet/BUSI/DDTI/CSV/folder/npz, converted); NAME alone = embedded synthetic "
-                        f"({', '.join(DEFAULT_TASKS)})")
+                   help="task and its data (MRNet/BUSI/DDTI/CSV/folder/npz, converted); NAME alone = embedded data: "
+                        f"real BreastMNIST (breastmnist) or a synthetic stand-in ({', '.join(DEFAULT_TASKS)})")
     q.add_argument("--pretrain-runs", default=str(Path(__file__).resolve().parents[1] / "bundles" / "modan_pretrain"
                                                   / "runs"),
                    help="folder with <method>/encoder.pt from the modan_pretrain bundle (default: this checkout's, "
@@ -308,16 +369,27 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--allow-torchscript", action="store_true",
                    help="accept TorchScript archives as weights files: this RUNS CODE FROM THE FILE on load (use only "
                         "for files you trust; default: refused, with how to convert one to a state dict)")
+    q.add_argument("--allow-leakage", action="store_true",
+                   help="evaluate even when task images are also in an encoder's pretraining corpus (the datalist its "
+                        "config.json names; default: refused, naming the images; the report states the count)")
     q.add_argument("--reference", help="reference init for the Wilcoxon tests (default: the first found)")
-    q.add_argument("--modes", nargs="+", default=list(defaults["modes"]), metavar="MODE",
-                   help="trained evaluation modes: fine_tuning, linear_probing (the 0.1 spellings fine_tune / "
-                        "linear_probe still work, deprecated)")
-    q.add_argument("--repeats", type=int, default=defaults["repeats"],
+    q.add_argument("--alternative", metavar="{two-sided,greater,less}",
+                   help="alternative of the paired Wilcoxon tests: two-sided (default), greater = the reference is "
+                        "better (the paper's one-sided tests), less")
+    q.add_argument("--fixed-splits", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep each fold's validation part and label-fraction subsets in every repeat, so repeats "
+                        "differ by training seed only (default: on, the paper's setting); --no-fixed-splits redraws "
+                        "them per repeat")
+    q.add_argument("--modes", nargs="+", default=list(EVAL_MODES), metavar="MODE",
+                   help=f"trained evaluation modes, any of {', '.join(EVAL_MODES)} (the 0.1 spellings fine_tune / "
+                        "linear_probe still work, with a deprecation warning; frozen-feature classifiers: --knn, "
+                        "--logistic)")
+    q.add_argument("--repeats", type=int, default=CV_REPEATS,
                    help="repeats of the whole cross-validation (paired across inits)")
-    q.add_argument("--folds", type=int, default=defaults["folds"], help="test folds of the fixed fold plan")
-    q.add_argument("--epochs", type=int, default=recipe_defaults["epochs"],
+    q.add_argument("--folds", type=int, default=CV_FOLDS, help="test folds of the fixed fold plan")
+    q.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS,
                    help="training epochs per fold (the paper's Table 3)")
-    q.add_argument("--image-size", type=int, default=recipe_defaults["image_size"], metavar="S",
+    q.add_argument("--image-size", type=int, default=IMAGE_SIZE, metavar="S",
                    help="input side S in pixels (also the size of the synthetic tasks)")
     q.add_argument("--label-fraction", type=float, metavar="F",
                    help="share of each training part used, in (0, 1] (default: 1.0 = all)")
@@ -329,7 +401,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also evaluate logistic regression on standardised frozen features (not in the paper)")
     q.add_argument("--umap-datalist", help="pretraining datalist whose embeddings are drawn as UMAP panels")
     q.add_argument("--synthetic-images", type=int, default=120, help="images per embedded synthetic task")
-    q.add_argument("--workers", type=int, default=defaults["workers"],
+    q.add_argument("--workers", type=int, default=EXPERIMENT_WORKERS,
                    help="processes running fine-tuning folds concurrently (results identical to serial; see docs)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=_cmd_experiment)
@@ -346,13 +418,52 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=_cmd_pack)
+
+    q = command("audit", help="find duplicates, blank images and pretraining/task leakage in datalists",
+                description="Decode every image of the datalists through the project reader (a volume: its middle "
+                            "slice) and report unreadable, blank/constant and too-small images, exact duplicates "
+                            "(same decoded pixels) and near duplicates (pHash distance and aligned thumbnail "
+                            "correlation; thresholds measured in docs/audit.md) inside each datalist, and every task "
+                            "image also in the pretraining corpus. Writes audit.md, audit.json and a contact sheet "
+                            "audit_pairs.png; fingerprints are cached beside each datalist (<stem>.audit-cache.npz).")
+    q.add_argument("datalists", nargs="+", metavar="DATALIST",
+                   help="PRETRAIN.json [TASK.json ...]: the pretraining datalist, then task datalists (when the first "
+                        "is a task datalist, every one is audited as a task)")
+    q.add_argument("--out", help="report folder (default: <first datalist>.audit/ beside it)")
+    q.add_argument("--drop", action="store_true",
+                   help="also write <stem>.clean.json beside each datalist without the flagged images (duplicates "
+                        "but their first copy, every copy when labels differ, task images seen in pretraining)")
+    q.add_argument("--pretrain-splits", nargs="+", default=["training"], metavar="SPLIT",
+                   help="splits of the pretraining datalist to audit (pretraining reads training)")
+    q.add_argument("--max-distance", type=int, default=AUDIT_MAX_DISTANCE, metavar="BITS",
+                   help="near duplicate: largest pHash Hamming distance (of 64 bits)")
+    q.add_argument("--min-correlation", type=float, default=AUDIT_MIN_CORRELATION, metavar="R",
+                   help="near duplicate: smallest aligned thumbnail correlation (-1 = pHash alone)")
+    q.add_argument("--max-shift", type=int, default=AUDIT_MAX_SHIFT, metavar="PX",
+                   help="largest shift in thumbnail pixels (of 32) searched when aligning")
+    q.add_argument("--min-size", type=int, default=AUDIT_MIN_SIZE, metavar="PX",
+                   help="images whose shorter side is smaller are reported as too small")
+    q.add_argument("--blank-std", type=float, default=AUDIT_BLANK_STD, metavar="SD",
+                   help="images whose pixel sd (on [0, 1]) is smaller are blank")
+    q.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores; 0 = serial)")
+    q.add_argument("--no-cache", action="store_true", help="neither read nor write the fingerprint caches")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=_cmd_audit)
     return p
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning: ...`` line (no source line): e.g. a deprecated mode spelling in --modes or a
+    config."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            warnings.showwarning = _one_line_warning
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ LAYERS = (
     ("monai_modan", "resources", "utils"),
     ("labels",),
     ("data",),
-    ("synthetic",),
+    ("synthetic", "embedded"),
     ("transforms",),
     ("losses",),
     ("networks",),

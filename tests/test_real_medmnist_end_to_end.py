@@ -23,7 +23,8 @@ PRETRAIN = REPO / "bundles" / "modan_pretrain" / "configs"
 FILES = ("breastmnist", "pneumoniamnist", "retinamnist", "adrenalmnist3d")
 
 
-def test_pretrain_on_medmnist_then_evaluate_on_breastmnist(medmnist_dir, tmp_path, rows_match_their_predictions):
+def test_pretrain_on_medmnist_then_evaluate_on_breastmnist(medmnist_dir, tmp_path, rows_match_their_predictions,
+                                                          one_torch_thread):
     space = LabelSpace.default()
     result = index_medmnist([medmnist_dir / f"{name}.npz" for name in FILES], space)
     # a deterministic CI-sized slice of the real training split: the first 40 images of each file
@@ -59,8 +60,9 @@ def test_pretrain_on_medmnist_then_evaluate_on_breastmnist(medmnist_dir, tmp_pat
     assert len(rows) == 2 * 2 * 2 * 3  # inits x modes x repeats x folds
     aucs = rows_match_their_predictions(out)
     means = {(i, m): sum(a for k, a in aucs.items() if k[:2] == (i, m)) / 6 for i, m, *_ in aucs}
-    # seeded values (CPU, torch 2.13; measured 2026-12-03), tolerance for float noise across machines
-    assert means == pytest.approx({("mulsupcon", "fine_tuning"): 0.5360, ("mulsupcon", "linear_probing"): 0.4655,
+    # seeded values (CPU, one torch thread, torch 2.13; measured 2026-12-03), tolerance for float noise across
+    # machines. One thread: with two, the 1-epoch encoder's float sums differ and its linear probe moved by 0.08
+    assert means == pytest.approx({("mulsupcon", "fine_tuning"): 0.5360, ("mulsupcon", "linear_probing"): 0.5457,
                                    ("scratch", "fine_tuning"): 0.4057, ("scratch", "linear_probing"): 0.5304}, abs=0.03)
     summary = json.loads((out / "summary.json").read_text())
     assert summary, "summary written"

@@ -1,4 +1,4 @@
-"""``python -m monai_modan.benchmarks {loss,pretrain,index,cv} [--json] [--device cpu|cuda] [--size N] ...``
+"""``python -m monai_modan.benchmarks {loss,pretrain,index,cv,audit} [--json] [--device cpu|cuda] [--size N] ...``
 
 Each command measures its candidate and its baseline(s) in this process and prints one result: the timings, the
 ratio, the target, device, versions, sizes and date (``--json``: the whole result dict, see
@@ -67,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--folds", type=int, default=3)
     q.add_argument("--epochs", type=int, default=1)
     q.add_argument("--batch-size", type=int, default=32)
+
+    q = sub.add_parser("audit", help="duplicate / leakage audit: fingerprinting vs decoding, cached re-run vs first "
+                                     "run, blocked popcount search over a 100k corpus vs a Python pair loop; "
+                                     "--thresholds: the threshold measurements of docs/audit.md on real data")
+    common(q, repeats=3)
+    q.add_argument("--size", type=int, default=224, help="image side in px of the PNG files decoded")
+    q.add_argument("--images", type=int, default=400, help="PNG files decoded, fingerprinted and audited")
+    q.add_argument("--corpus", type=int, default=100_000, help="hashes of the near-duplicate search")
+    q.add_argument("--medmnist", help="MedMNIST folder: real images (PneumoniaMNIST, resized) instead of phantoms; "
+                                      "with --thresholds, the data measured")
+    q.add_argument("--dicom", help="with --thresholds: a folder of DICOM files (>= 64 px) for the transformed copies")
+    q.add_argument("--workers", type=int, default=None, help="decoding processes and search threads (default: all)")
+    q.add_argument("--thresholds", action="store_true",
+                   help="measure the thresholds (needs --medmnist) instead of the speed")
     return parser
 
 
@@ -96,6 +110,16 @@ def run(args: argparse.Namespace) -> dict:
         return run_cv(device=args.device, image_size=args.size, images=args.images, workers=args.workers,
                       repeats_cv=args.cv_repeats, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
                       **common)
+    if args.benchmark == "audit":
+        from .audit import run as run_audit
+        from .audit import run_thresholds
+
+        if args.thresholds:
+            if not args.medmnist:
+                raise SystemExit("audit --thresholds: give --medmnist DIR (the MedMNIST .npz files measured)")
+            return run_thresholds(args.medmnist, args.dicom)
+        return run_audit(image_size=args.size, images=args.images, corpus=args.corpus, medmnist=args.medmnist,
+                         workers=args.workers, device=args.device, **common)
     from .index import run as run_index
 
     return run_index(files=args.size, image_size=args.image_size, source=args.source, workers=args.workers,
@@ -107,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=1))
+    elif "copies" in result:  # audit --thresholds
+        from .audit import format_thresholds
+
+        print(format_thresholds(result))
     else:
         from .common import format_result
 

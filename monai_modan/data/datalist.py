@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ class Datalist:
 
 
 def write_datalist(result: IndexResult, space: LabelSpace, out: str | Path, classes: list[str] | None = None,
-                   report: bool = True) -> Path:
-    """Write the datalist JSON (atomically) and, beside it, ``<stem>.report.md`` and ``<stem>.report.json``."""
+                   report: bool = True, sources: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """Write the datalist JSON (atomically) and, beside it, ``<stem>.report.md`` and ``<stem>.report.json``
+    (``sources``: the per-source summaries of a merged corpus, :func:`~monai_modan.data.index.index_sources`)."""
     out = Path(out)
     data: dict[str, Any] = {"format": FORMAT, "source": result.source, "root": result.root,
                             "label_space": space.to_dict()}
@@ -65,8 +67,8 @@ def write_datalist(result: IndexResult, space: LabelSpace, out: str | Path, clas
     atomic_write_json(out, data, indent=1)
     if report:
         stem = out.with_suffix("") if out.suffix == ".json" else out
-        atomic_write_text(f"{stem}.report.md", format_report(result, space))
-        atomic_write_json(f"{stem}.report.json", report_dict(result, space))
+        atomic_write_text(f"{stem}.report.md", format_report(result, space, sources=sources))
+        atomic_write_json(f"{stem}.report.json", report_dict(result, space, sources=sources))
     return out
 
 
@@ -168,8 +170,10 @@ def _check_items(path: Path, split: str, items: list[Any], space: LabelSpace) ->
 
 
 # report ----------------------------------------------------------------------------------------------------------
-def report_dict(result: IndexResult, space: LabelSpace) -> dict[str, Any]:
-    """Machine-readable report: counts, label sources, unmapped values, skipped files by reason."""
+def report_dict(result: IndexResult, space: LabelSpace, sources: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Machine-readable report: counts, label sources, unmapped values, skipped files by reason (and, for a merged
+    corpus, ``sources``: one summary per source)."""
+    per_source = [dict(summary) for summary in sources]
     sources: dict[str, Counter] = {g: Counter() for g in space.names}
     for r in result.records:
         for g in space.names:
@@ -189,12 +193,14 @@ def report_dict(result: IndexResult, space: LabelSpace) -> dict[str, Any]:
                      for (g, t), c in sorted(result.unmapped.items()) for v, n in c.most_common()],
         "skipped_by_reason": {k: {"count": len(v), "examples": v[:5]} for k, v in sorted(skipped.items(), key=lambda kv: -len(kv[1]))},
         "notes": list(result.notes),
+        **({"sources": per_source} if per_source else {}),
     }
 
 
-def format_report(result: IndexResult, space: LabelSpace, max_rows: int = 40) -> str:
+def format_report(result: IndexResult, space: LabelSpace, max_rows: int = 40,
+                  sources: Sequence[Mapping[str, Any]] = ()) -> str:
     """Markdown report a person reads after indexing."""
-    rep = report_dict(result, space)
+    rep = report_dict(result, space, sources)
     lines = [f"# Index report: {result.source}", "", f"- root: `{result.root}`",
              f"- usable images: **{rep['images']}**", f"- skipped files: **{rep['skipped']}**"]
     if rep["splits"]:
@@ -209,6 +215,16 @@ def format_report(result: IndexResult, space: LabelSpace, max_rows: int = 40) ->
             lines.append(f"| {m} | " + " | ".join(str(row.get(c, "")) for c in cols) + f" | {sum(row.values())} |")
     else:
         lines.append("(no usable images)")
+    if sources:
+        lines += ["", "## Sources (one corpus, one label space)", "",
+                  "| source | type | images | skipped | modality x anatomy | " + " | ".join(
+                      f"{g} from" for g in space.names) + " |", "|---" * (5 + len(space.names)) + "|"]
+        for src in sources:
+            cells = ", ".join(f"{m}/{a} {n}" for m, row in sorted(src["modality_x_anatomy"].items())
+                              for a, n in sorted(row.items()))
+            origin = [", ".join(f"{k} {v}" for k, v in src["label_sources"].get(g, {}).items()) for g in space.names]
+            lines.append(f"| `{src['source']}` | {src['type']} | {src['images']} | {src['skipped']} | {cells} | "
+                         + " | ".join(origin) + " |")
     lines += ["", "## Which tag produced each label", ""]
     for g, c in rep["label_sources"].items():
         lines.append(f"- {g}: " + ", ".join(f"{k} {v}" for k, v in c.items()))

@@ -13,11 +13,12 @@ optimisation with
   waits for the device: no ``.item()``, no ``.cpu()``, no branch on a device value. Step losses and diagnostics are
   collected in device tensors and read back once, at the end of the epoch.
 
-The math is the plain path's: the same network, the same loss (:class:`SyncFreeContrastiveLoss` is
-:class:`~monai_modan.losses.MulSupConLoss` / :class:`~monai_modan.losses.NTXentLoss` composed from the same public
-functions, without their per-call value checks, which read a flag back to the host), the same optimiser and
-scheduler (stepped per iteration, as the bundle's ``LrScheduleHandler(epoch_level=False)``). ``tests/
-test_fast_pretrain.py`` checks one step against MONAI's ``SupervisedTrainer`` on the same augmented batch.
+The math is the plain path's: the same network, the same loss (:class:`SyncFreeContrastiveLoss` runs a copy
+of the :class:`~monai_modan.losses.MulSupConLoss`, :class:`~monai_modan.losses.NTXentLoss` or
+:class:`~monai_modan.losses.HybridContrastiveLoss` given, without its per-call value checks, which read a flag back to
+the host), the same optimiser and scheduler (stepped per iteration, as the bundle's
+``LrScheduleHandler(epoch_level=False)``). ``tests/engines/test_fast_pretrain.py`` checks one step against MONAI's
+``SupervisedTrainer`` on the same augmented batch.
 
 What differs, by design: the augmentation is the batched twin of the per-image MONAI transforms (same
 distributions, different random streams; see :mod:`monai_modan.transforms.batched`), pixels come quantised to uint8
@@ -52,8 +53,10 @@ import torch
 from torch import nn
 
 from ..data.packed import PackedCorpus, PackedCorpusError, open_or_pack
+from ..losses.hybrid import HybridContrastiveLoss
 from ..losses.mulsupcon import MulSupConLoss
 from ..losses.ntxent import NTXentLoss
+from ..networks import HybridOutput
 from ..transforms.batched import BatchedTwoViewAugment
 from ..utils.device import same_device
 from ..utils.distributed import is_distributed, world_size
@@ -87,12 +90,15 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 class SyncFreeContrastiveLoss(nn.Module):
-    """MulSupCon or NT-Xent on the trainer's flat ``[B·V, D]`` predictions, without host synchronisation.
+    """MulSupCon, NT-Xent or their hybrid on the trainer's flat ``[B·V, D]`` predictions, without host
+    synchronisation.
 
-    Built from a :class:`~monai_modan.losses.MulSupConLoss` or :class:`~monai_modan.losses.NTXentLoss` (bare, or
-    wrapped in :class:`~monai_modan.engines.pretrain.ViewLoss` as ``build_pretraining_loss`` returns them): it runs a
-    copy of that very loss with ``check_values=False`` -- the finite-features / binary-labels checks each read a flag
-    back to the host -- so the math is the loss's own. Shapes are still checked (no sync). ``last_diagnostics`` holds
+    Built from a :class:`~monai_modan.losses.MulSupConLoss`, :class:`~monai_modan.losses.NTXentLoss` or
+    :class:`~monai_modan.losses.HybridContrastiveLoss` (bare, or wrapped in
+    :class:`~monai_modan.engines.pretrain.ViewLoss` as ``build_pretraining_loss`` returns them): it runs a copy of that
+    very loss with ``check_values=False`` -- the finite-features / binary-labels checks each read a flag back to the
+    host -- so the math is the loss's own (a deep copy: the hybrid's terms are modules of their own, and the loss
+    given stays as it was). Shapes are still checked (no sync). ``last_diagnostics`` holds
     detached 0-d device tensors, as for the wrapped loss.
     """
 
@@ -103,10 +109,12 @@ class SyncFreeContrastiveLoss(nn.Module):
             self.method = PretrainMethod.MULSUPCON
         elif isinstance(inner, NTXentLoss):
             self.method = PretrainMethod.SIMCLR
+        elif isinstance(inner, HybridContrastiveLoss):
+            self.method = PretrainMethod.HYBRID
         else:
-            raise TypeError(
-                f"expected MulSupConLoss or NTXentLoss (optionally in ViewLoss), got {type(inner).__name__}")
-        self.loss = copy.copy(inner)
+            raise TypeError(f"expected MulSupConLoss, NTXentLoss or HybridContrastiveLoss (optionally in ViewLoss), "
+                            f"got {type(inner).__name__}")
+        self.loss = copy.deepcopy(inner)
         self.loss.check_values = False
         self.num_views = loss.num_views if isinstance(loss, ViewLoss) else int(num_views)
 
@@ -114,17 +122,24 @@ class SyncFreeContrastiveLoss(nn.Module):
     def last_diagnostics(self) -> dict[str, torch.Tensor]:
         return self.loss.last_diagnostics
 
-    def forward(self, pred: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """``pred`` ``[B·V, D]`` (rows ``b·V + v``), ``labels`` ``[B, K]`` multi-hot (MulSupCon) -> 0-d fp32 loss."""
-        if pred.ndim != 2 or pred.shape[0] % self.num_views:
-            raise ValueError(f"predictions must be [B·V, D] with V={self.num_views}, got {tuple(pred.shape)}")
-        batch = pred.shape[0] // self.num_views
-        features = pred.reshape(batch, self.num_views, -1)
-        if self.method == PretrainMethod.MULSUPCON:
+    def forward(self, pred: torch.Tensor | HybridOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``pred`` ``[B·V, D]`` (rows ``b·V + v``) or, for the hybrid with two heads, a
+        :class:`~monai_modan.networks.HybridOutput` of two such tensors; ``labels`` ``[B, K]`` multi-hot (MulSupCon,
+        hybrid) -> 0-d fp32 loss."""
+        heads = list(pred) if isinstance(pred, HybridOutput) else [pred]
+        if len(heads) > 1 and self.method != PretrainMethod.HYBRID:
+            raise ValueError(f"two projection heads (HybridOutput) need the hybrid loss, not {self.method}")
+        for head in heads:
+            if head.ndim != 2 or head.shape[0] % self.num_views or head.shape[0] != heads[0].shape[0]:
+                raise ValueError(f"predictions must be [B·V, D] with V={self.num_views}, got "
+                                 f"{[tuple(h.shape) for h in heads]}")
+        batch = heads[0].shape[0] // self.num_views
+        features = [head.reshape(batch, self.num_views, -1) for head in heads]
+        if self.method in (PretrainMethod.MULSUPCON, PretrainMethod.HYBRID):
             if labels is None or labels.ndim != 2 or labels.shape[0] != batch:
-                raise ValueError(f"MulSupCon needs labels [B={batch}, K], got {getattr(labels, 'shape', None)}")
-            return self.loss(features, labels)
-        return self.loss(features)
+                raise ValueError(f"{self.method} needs labels [B={batch}, K], got {getattr(labels, 'shape', None)}")
+            return self.loss(features[0], labels, *features[1:])
+        return self.loss(features[0])
 
 
 @dataclass
@@ -202,9 +217,10 @@ class FastPretrainer:
         model: network ``[B·V, 1, s, s]`` -> ``[B·V, D]`` projections (contrastive), ``[B·V, C]`` logits
             (supervised) or a :class:`~monai_modan.networks.SparKModel` (``spark``; called as
             ``model(x, generator=...)``), on the images' device; may be wrapped in DistributedDataParallel.
-        loss: as ``build_pretraining_loss`` makes it: ``ViewLoss(MulSupConLoss)``, ``ViewLoss(NTXentLoss)`` (run
-            through :class:`SyncFreeContrastiveLoss`), :class:`~monai_modan.engines.pretrain.SparKLoss` (``spark``,
-            called as is on the model's output and the views) or a classification loss such as
+        loss: as ``build_pretraining_loss`` makes it: ``ViewLoss(MulSupConLoss)``, ``ViewLoss(NTXentLoss)``,
+            ``ViewLoss(HybridContrastiveLoss)`` (run through :class:`SyncFreeContrastiveLoss`),
+            :class:`~monai_modan.engines.pretrain.SparKLoss` (``spark``, called as is on the model's output and the
+            views) or a classification loss such as
             ``nn.CrossEntropyLoss`` (supervised; called as is, on logits and the ``[B·V]`` class indices, one per
             view).
         optimizer: optimiser of ``model``'s parameters.
@@ -264,7 +280,8 @@ class FastPretrainer:
             raise TypeError(f"augment must be a BatchedTwoViewAugment, got {type(augment).__name__}")
 
         self.num_views = augment.num_views
-        if isinstance(loss.loss if isinstance(loss, ViewLoss) else loss, (MulSupConLoss, NTXentLoss)):
+        if isinstance(loss.loss if isinstance(loss, ViewLoss) else loss,
+                      (MulSupConLoss, NTXentLoss, HybridContrastiveLoss)):
             self.loss: nn.Module = SyncFreeContrastiveLoss(loss, self.num_views)
             if self.loss.num_views != self.num_views:
                 raise ValueError(

@@ -28,7 +28,8 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar as IgniteProgressBar
 from monai.engines.utils import IterationEvents
-from monai.transforms import Compose, EnsureTyped
+from monai.optimizers import WarmupCosineSchedule
+from monai.transforms import Compose, EnsureTyped, SelectItemsd
 from monai.utils import CommonKeys, StrEnum
 from torch import nn
 
@@ -37,8 +38,8 @@ from ..data.index import index_path
 from ..data.packed import check_images
 from ..data.readers import LoadGrayscaleImaged
 from ..labels import LabelSpace
-from ..losses import MaskedReconstructionLoss, MulSupConLoss, NTXentLoss
-from ..networks import ContrastiveModel, SparKModel, SupervisedModel, build_encoder
+from ..losses import HybridContrastiveLoss, MaskedReconstructionLoss, MulSupConLoss, NTXentLoss
+from ..networks import ContrastiveModel, HybridModel, HybridOutput, SparKModel, SupervisedModel, build_encoder
 from ..networks.export import CheckpointError
 from ..networks.export import export_encoder as export
 from ..networks.spark import DEFAULT_DECODER_WIDTH, DEFAULT_MASK_RATIO, SparKOutput
@@ -53,7 +54,7 @@ CHECKPOINT_PREFIX = "checkpoint_epoch="  # periodic checkpoints: checkpoint_epoc
 
 __all__ = [
     "PretrainMethod", "TwoViewBatch", "ViewLoss", "SparKLoss", "build_pretraining_model", "build_pretraining_loss",
-    "GradientClipping", "weight_decay_groups",
+    "GradientClipping", "weight_decay_groups", "LrSchedule", "build_lr_schedule",
     "EpochSeeding", "FiniteLossGuard", "ProgressBar", "load_pretraining_data", "PretrainCheckpoint", "PretrainDiagnostics", "CheckpointError",
     "prepare_pretraining_datalist", "pretraining_transforms", "save_final_outputs",
 ]
@@ -62,13 +63,15 @@ __all__ = [
 class PretrainMethod(StrEnum):
     """``mulsupcon``: ModAn-MulSupCon (metadata multi-hot, Jaccard-weighted); ``simclr``: NT-Xent, no labels;
     ``supervised``: cross-entropy over the fine classes (RadImageNet's 165 (modality, anatomy, folder) classes);
-    ``spark``: SparK masked image modelling (one view per image, no labels; :class:`~monai_modan.networks.SparKModel`).
+    ``spark``: SparK masked image modelling (one view per image, no labels; :class:`~monai_modan.networks.SparKModel`);
+    ``hybrid``: MulSupCon + λ · NT-Xent on the same two views (:class:`~monai_modan.losses.HybridContrastiveLoss`).
     """
 
     MULSUPCON = "mulsupcon"
     SIMCLR = "simclr"
     SUPERVISED = "supervised"
     SPARK = "spark"
+    HYBRID = "hybrid"
 
 
 # data ---------------------------------------------------------------------------------------------------------
@@ -129,6 +132,10 @@ _SETTINGS = {
     "max_grad_norm": ("float>0|None", None, None, "gradient-norm clipping threshold (null: no clipping)"),
     "mask_ratio": ("float", 0.0, 1.0, "share of patches SparK hides, in (0, 1)"),
     "decoder_width": ("int", 1, None, "SparK decoder channels at the deepest scale"),
+    "instance_weight": ("float", 0.0, None, "hybrid: weight lambda of the NT-Xent term, >= 0"),
+    "metadata_weight": ("float", 0.0, None, "hybrid: weight of the MulSupCon term, >= 0"),
+    "instance_temperature": ("float>0|None", None, None, "hybrid: NT-Xent temperature T > 0 (null: its default)"),
+    "separate_heads": ("bool", None, None, "hybrid: one projection head per loss term (true) or one shared (false)"),
 }
 
 
@@ -153,6 +160,10 @@ def check_pretraining_settings(**settings: Any) -> dict[str, Any]:
         if value is None and kind.endswith("|None"):
             continue
         shown = f"{key}={value!r} ({meaning})"
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise UserInputError(f"{shown}: must be true or false")
+            continue
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UserInputError(f"{shown}: must be an integer{f' >= {low}' if low is not None else ''}")
@@ -175,6 +186,14 @@ def check_pretraining_settings(**settings: Any) -> dict[str, Any]:
                 raise UserInputError(f"{shown}: SparK trains on one view per image, must be 1")
             if method != PretrainMethod.SPARK and value < 2:
                 raise UserInputError(f"{shown}: must be >= 2 (two views of an image are the contrastive positives)")
+    if settings.get("instance_weight") == 0 and settings.get("metadata_weight") == 0:
+        raise UserInputError(f"instance_weight={settings['instance_weight']!r} and metadata_weight="
+                             f"{settings['metadata_weight']!r}: the hybrid loss would be 0, nothing to learn; give one "
+                             "of them a weight > 0")
+    if "lr_schedule" in settings and _lr_schedule(settings["lr_schedule"]) == LrSchedule.CONSTANT and isinstance(
+            settings.get("warmup_epochs"), int) and settings["warmup_epochs"] > 0:
+        raise UserInputError(f"lr_schedule=constant has no warm-up, but warmup_epochs={settings['warmup_epochs']}: set "
+                             "warmup_epochs to 0, or lr_schedule to warmup_cosine")
     epochs, warmup = settings.get("epochs"), settings.get("warmup_epochs")
     if isinstance(epochs, int) and isinstance(warmup, int) and warmup > epochs:
         raise UserInputError(f"warmup_epochs={warmup} is longer than epochs={epochs}: the learning rate would never "
@@ -242,12 +261,21 @@ def _leave_out_bad_images(data, datalist_path: str | Path, image_size: int, outp
     data.splits["training"] = [item for item in items if str(item["image"]) not in bad]
 
 
-def pretraining_transforms(image_size: int = IMAGE_SIZE, num_views: int = 2, load_size: int | None = None, **augment: Any):
+def pretraining_transforms(image_size: int = IMAGE_SIZE, num_views: int = 2, load_size: int | None = None,
+                           method: PretrainMethod | str | None = None, **augment: Any):
     """MONAI Compose: load grey ``[1, h, w]`` in [0, 1] -> ``[V, 1, image_size, image_size]`` views; float labels.
+
+    Only the fields training reads are kept (``image``, ``label``, and ``class_index`` unless ``method`` is not the
+    supervised baseline), so that a batch collates when its items come from sources with other fields (a merged
+    RadImageNet + DICOM corpus: only the RadImageNet items carry a fine class).
 
     ``augment``: further :class:`~monai_modan.transforms.recipe.TwoViewRecipe` fields, or ``recipe=``."""
     keys_float = ["label"]
+    kept = ["image", "label"]
+    if method is None or PretrainMethod(method) == PretrainMethod.SUPERVISED:
+        kept.append("class_index")
     return Compose([
+        SelectItemsd(keys=kept, allow_missing_keys=True),
         LoadGrayscaleImaged(keys="image", spatial_size=load_size or image_size),
         TwoViewAugmentd(keys="image", num_views=num_views, image_size=image_size, **augment),
         EnsureTyped(keys=keys_float, dtype=torch.float32, track_meta=False),
@@ -293,7 +321,10 @@ class TwoViewBatch:
 
 
 class ViewLoss(nn.Module):
-    """Adapts a ``[B, V, D]`` contrastive loss to the trainer's flat ``[B·V, D]`` predictions (image-major rows)."""
+    """Adapts a ``[B, V, D]`` contrastive loss to the trainer's flat ``[B·V, D]`` predictions (image-major rows).
+
+    A :class:`~monai_modan.networks.HybridOutput` (two heads, each ``[B·V, D]``) is folded head by head and given to
+    the hybrid loss as ``loss(metadata, labels, instance)``."""
 
     def __init__(self, loss: nn.Module, num_views: int = 2):
         super().__init__()
@@ -303,10 +334,15 @@ class ViewLoss(nn.Module):
     def last_diagnostics(self) -> dict:
         return getattr(self.loss, "last_diagnostics", {})
 
-    def forward(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor | HybridOutput, labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(pred, HybridOutput):
+            return self.loss(self._fold(pred.metadata), labels, self._fold(pred.instance))
+        return self.loss(self._fold(pred), labels)
+
+    def _fold(self, pred: torch.Tensor) -> torch.Tensor:
         if pred.shape[0] % self.num_views:
             raise ValueError(f"{pred.shape[0]} predictions are not a multiple of {self.num_views} views")
-        return self.loss(pred.reshape(pred.shape[0] // self.num_views, self.num_views, -1), labels)
+        return pred.reshape(pred.shape[0] // self.num_views, self.num_views, -1)
 
 
 class SparKLoss(nn.Module):
@@ -337,10 +373,14 @@ class SparKLoss(nn.Module):
 def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_classes: int | None = None,
                             stem: str = "conv3x3", projection_dim: int = 128, channels_last: bool = True, *,
                             image_size: int | None = None, mask_ratio: float = DEFAULT_MASK_RATIO,
-                            decoder_width: int = DEFAULT_DECODER_WIDTH) -> nn.Module:
+                            decoder_width: int = DEFAULT_DECODER_WIDTH, separate_heads: bool = True) -> nn.Module:
     """ResNet-18 encoder + projection head (contrastive), linear classifier (supervised) or SparK's sparse
     densify + decoder (``spark``: needs ``image_size``, a multiple of the stem's mask patch, 16 px for ``conv3x3``,
-    32 px for ``conv7x7``; ``mask_ratio``, ``decoder_width`` as :class:`~monai_modan.networks.SparKModel`)."""
+    32 px for ``conv7x7``; ``mask_ratio``, ``decoder_width`` as :class:`~monai_modan.networks.SparKModel`).
+
+    ``hybrid``: one projection head per loss term (:class:`~monai_modan.networks.HybridModel`) with
+    ``separate_heads``, else one head that both terms share (:class:`~monai_modan.networks.ContrastiveModel`);
+    ``separate_heads`` does not apply to the other methods."""
     method = PretrainMethod(method)
     encoder = build_encoder(stem=stem)
     if method == PretrainMethod.SPARK:
@@ -351,18 +391,25 @@ def build_pretraining_model(method: PretrainMethod | str = PretrainMethod.MULSUP
         if not num_classes:
             raise ValueError("the supervised baseline needs num_classes (the datalist's 'classes')")
         model = SupervisedModel(encoder, num_classes)
+    elif method == PretrainMethod.HYBRID and separate_heads:
+        model = HybridModel(encoder, projection_dim=projection_dim)
     else:
         model = ContrastiveModel(encoder, projection_dim=projection_dim)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def build_pretraining_loss(method: PretrainMethod | str = PretrainMethod.MULSUPCON, num_views: int = 2,
-                           temperature: float | None = None, threshold: float = 0.3) -> nn.Module:
-    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1), cross-entropy or SparK's masked reconstruction
+                           temperature: float | None = None, threshold: float = 0.3, *,
+                           instance_weight: float | None = None, metadata_weight: float | None = None,
+                           instance_temperature: float | None = None) -> nn.Module:
+    """MulSupCon (T = 0.07, τ = 0.3), NT-Xent (T = 0.1), their hybrid, cross-entropy or SparK's masked reconstruction
     (:class:`SparKLoss`; ``num_views``, ``temperature`` and ``threshold`` do not apply), ready for the trainer.
 
     ``temperature=None`` takes the loss's default (:class:`~monai_modan.losses.MulSupConLoss`,
-    :class:`~monai_modan.losses.NTXentLoss`)."""
+    :class:`~monai_modan.losses.NTXentLoss`). ``hybrid``
+    (:class:`~monai_modan.losses.HybridContrastiveLoss`, ``metadata_weight · MulSupCon + instance_weight · NT-Xent``):
+    ``temperature`` and ``threshold`` are the MulSupCon term's, ``instance_temperature`` the NT-Xent term's; ``None``
+    takes the hybrid's / the terms' defaults. The three hybrid arguments are ignored by the other methods."""
     method = PretrainMethod(method)
     if method == PretrainMethod.SPARK:
         return SparKLoss()
@@ -372,6 +419,12 @@ def build_pretraining_loss(method: PretrainMethod | str = PretrainMethod.MULSUPC
     given = {} if temperature is None else {"temperature": temperature}
     if method == PretrainMethod.SIMCLR:
         return ViewLoss(NTXentLoss(**given), num_views)
+    if method == PretrainMethod.HYBRID:
+        instance = NTXentLoss() if instance_temperature is None else NTXentLoss(temperature=instance_temperature)
+        weights = {k: v for k, v in (("instance_weight", instance_weight), ("metadata_weight", metadata_weight))
+                   if v is not None}
+        return ViewLoss(HybridContrastiveLoss(**weights, metadata_loss=MulSupConLoss(**given, threshold=threshold),
+                                              instance_loss=instance), num_views)
     return ViewLoss(MulSupConLoss(**given, threshold=threshold), num_views)
 
 
@@ -465,6 +518,44 @@ def weight_decay_groups(model: nn.Module, weight_decay: float,
         else:
             decay.append(param)
     return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class LrSchedule(StrEnum):
+    """The learning-rate schedule of a pretraining run (the bundle's ``lr_schedule``), stepped per iteration.
+
+    ``warmup_cosine`` (default): linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``t_total``
+    (``monai.optimizers.WarmupCosineSchedule``). ``constant``: the optimiser's rate throughout, no warm-up -- what
+    an optimiser with torch's defaults and no scheduler does, the ModAn paper's supervised-165 baseline (Adam,
+    torch defaults; ``supervised.json``).
+    """
+
+    WARMUP_COSINE = "warmup_cosine"
+    CONSTANT = "constant"
+
+
+def _lr_schedule(value: Any) -> LrSchedule:
+    try:
+        return LrSchedule(value)
+    except ValueError:
+        raise UserInputError(f"lr_schedule={value!r}: must be one of {', '.join(s.value for s in LrSchedule)}") from None
+
+
+def build_lr_schedule(optimizer: torch.optim.Optimizer, schedule: LrSchedule | str = LrSchedule.WARMUP_COSINE,
+                      warmup_steps: int = 0, t_total: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """The :class:`LrSchedule` ``schedule`` over ``optimizer``: ``WarmupCosineSchedule(optimizer, warmup_steps,
+    t_total)`` or ``ConstantLR(optimizer, factor=1.0, total_iters=0)`` (the rate never changes).
+
+    Raises:
+        UserInputError: an unknown ``schedule``, or ``warmup_steps > 0`` with the constant schedule (a warm-up it
+            would silently skip).
+    """
+    schedule = _lr_schedule(schedule)
+    if schedule == LrSchedule.CONSTANT:
+        if warmup_steps > 0:
+            raise UserInputError(f"lr_schedule=constant has no warm-up, but {warmup_steps} warm-up steps were asked "
+                                 "for: set warmup_epochs to 0, or lr_schedule to warmup_cosine")
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return WarmupCosineSchedule(optimizer, warmup_steps=warmup_steps, t_total=t_total)
 
 
 class PretrainDiagnostics:
@@ -661,7 +752,7 @@ def restore_checkpoint(path: str | Path, config: Mapping[str, Any], model: nn.Mo
     """
     ckpt = load_checkpoint(path)
     mine, theirs = _jsonable(dict(config)), ckpt.get("config", {})
-    diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+    diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k) and k not in PROVENANCE_KEYS)
     if diff:
         details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:6])
         raise CheckpointError(f"{path} was written by a different configuration ({details})")
@@ -746,6 +837,12 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+# keys of a run's config that record where its data came from (written to config.json, e.g. for the experiment
+# runner's leakage check) but are not compared on resume: a datalist moved or re-written in place must not block it
+PROVENANCE_KEYS = ("datalist",)
+
+
 def config_fingerprint(**values: Any) -> dict:
-    """What must match for a resume to be valid (anything that changes shapes or the meaning of the labels)."""
+    """What must match for a resume to be valid (anything that changes shapes or the meaning of the labels), plus
+    the :data:`PROVENANCE_KEYS` recorded but not compared (``datalist``: the pretraining datalist's absolute path)."""
     return _jsonable(values)

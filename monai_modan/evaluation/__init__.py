@@ -18,6 +18,7 @@ from monai_modan.evaluation.folds import (
     data_fingerprint,
     load_or_make_folds,
     make_folds,
+    make_imported_folds,
     nested_subsets,
     subsample_training,
 )
@@ -25,6 +26,7 @@ from monai_modan.evaluation.report import EvaluationProtocol, format_cell, forma
 from monai_modan.evaluation.stats import (
     RESULT_FIELDS,
     WILCOXON_ZERO_METHOD,
+    Alternative,
     AucRow,
     EvalMode,
     InitSummary,
@@ -41,6 +43,7 @@ _LAZY = {name: "monai_modan.evaluation.experiment"
          for name in ("ExperimentConfig", "ExperimentError", "experiment_from_yaml", "run_experiment", "umap_items")}
 
 __all__ = [
+    "Alternative",
     "AucRow",
     "EvalMode",
     "EvaluationProtocol",
@@ -64,6 +67,7 @@ __all__ = [
     "logistic_auc",
     "load_or_make_folds",
     "make_folds",
+    "make_imported_folds",
     "mode_title",
     "nested_subsets",
     "paired_wilcoxon",

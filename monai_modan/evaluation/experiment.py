@@ -1,16 +1,20 @@
 """The downstream experiment runner: tasks x initialisations x modes x repeats x folds -> AUC rows -> report.
 
 For every task the fixed fold plan (``out_dir/folds/<task>.json``, made once, reused by every initialisation, mode
-and repeat and by every later run) gives the test folds; repeat ``r`` draws its validation part inside each
-training part (grouped, stratified) and its training seed from :func:`~monai_modan.evaluation.finetune.repeat_seed`,
-the same for every initialisation, so the AUCs are paired by (repeat, fold). With several ``label_fractions`` each
-training part is subsampled once per fraction, nested and with the repeat's seed, so that a fraction's rows are
-those a single-fraction run gives. Every split of every task is planned before anything trains. The task's images
-are decoded once.
+and repeat and by every later run) gives the test folds -- drawn, or the data set's own when the task's items carry
+``fold``; the validation part inside each training part (grouped, stratified) is drawn once and kept in every repeat
+(``fixed_splits``, the ModAn paper's setting; or the data set's own with ``split``), or redrawn per repeat with the
+repeat's seed (``fixed_splits=False``); repeat ``r``'s training seed is
+:func:`~monai_modan.evaluation.finetune.repeat_seed`, the same for every initialisation, so the AUCs are paired by
+(repeat, fold). With several ``label_fractions`` each training part is subsampled once per fraction, nested and with
+the split seed, so that a fraction's rows are those a single-fraction run gives. Every split of every task is
+planned before anything trains. The task's images are decoded once.
 
 Outputs in ``out_dir`` (the logs and the settings record: :mod:`~monai_modan.evaluation.results_log`):
 
-- ``experiment.json`` -- the settings the rows were computed with (a restart with other settings is refused);
+- ``experiment.json`` -- the settings the rows were computed with, data and weights by content hash (a restart
+  with settings of another meaning is refused; another spelling of the folder, or the folder moved or copied,
+  resumes);
 - ``folds/<task>.json`` -- the fold plans;
 - ``results.csv`` -- one row per (init, mode, task, label fraction, repeat, fold), appended (flushed and synced) as
   each fold finishes, so an interrupted run keeps its rows; a restart skips the rows present (resume);
@@ -22,7 +26,9 @@ Outputs in ``out_dir`` (the logs and the settings record: :mod:`~monai_modan.eva
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import math
 import multiprocessing
@@ -33,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +54,27 @@ from .. import __version__
 from ..data.datalist import load_datalist
 from ..data.downstream import load_task_datalist
 from ..networks.weights import InitSpec
+from ..utils.defaults import CV_FOLDS, CV_REPEATS, EVAL_MODES, EXPERIMENT_WORKERS
 from ..utils.device import pick_device
 from ..utils.io import file_sha256, read_yaml_file
 from .embedding import knn_auc, logistic_auc
 from .finetune import Recipe, TaskImages, embed, feature_cache_key, repeat_seed, train_fold
-from .folds import FoldPlan, FoldPlanError, load_or_make_folds
+from .folds import (
+    IMPORTED_VALIDATION_METHOD,
+    VALIDATION_SPLIT_METHOD,
+    FoldPlan,
+    FoldPlanError,
+    FoldPlanMismatchError,
+    items_fingerprint,
+    load_or_make_folds,
+)
 from .report import EvaluationProtocol, write_report
-from .results_log import PREDICTION_FIELDS, ExperimentError, FoldScores, Key, ResultsLog
-from .stats import AucRow, EvalMode, check_label_fraction
+from .leakage import check_leakage
+from .results_log import PREDICTION_FIELDS, ExperimentError, FoldScores, Key, ResultsLog, portable_path
+from .stats import Alternative, AucRow, EvalMode, check_label_fraction
 
 __all__ = ["ExperimentConfig", "ExperimentError", "PREDICTION_FIELDS", "run_experiment", "experiment_from_yaml",
-           "resolve_label_fractions", "umap_items"]
+           "resolve_label_fractions", "task_data_hash", "umap_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +83,11 @@ _MODE_ORDER = (EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING, EvalMode.LOGISTIC,
 _FROZEN_FEATURE_MODES = (EvalMode.LOGISTIC, EvalMode.KNN)  # classifiers fitted on the frozen features
 # settings that change the numbers: a restart in the same out_dir must keep them (the label fraction is a column of
 # the rows, like the repeat: a restart may add fractions)
-_RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "knn_k", "logistic_c")
+# (``alternative`` is not one: it changes the report's p-values, computed from the rows at the end of every run, not
+# the rows)
+_RESULT_SETTINGS = ("folds", "fold_seed", "seed", "recipe", "knn_k", "logistic_c", "fixed_splits")
+# the item keys besides image, label and group that the rows depend on (task_data_hash)
+_DATA_KEYS = ("fold", "split")
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train, val, test) item indices
 SplitKey = tuple[float, int, int]  # (label fraction, repeat, fold)
@@ -87,8 +107,18 @@ class ExperimentConfig:
         reference_init: the init every other one is tested against (default: the first).
         modes: ``fine_tuning`` and/or ``linear_probing`` (:class:`~monai_modan.evaluation.stats.EvalMode`; the 0.1 spellings ``fine_tune``/``linear_probe`` are accepted with a deprecation warning).
         repeats: R repeats of the whole cross-validation (10).
-        folds: k test folds (5), fold plan seed ``fold_seed`` (0).
+        folds: k test folds (5), fold plan seed ``fold_seed`` (0). A task whose items carry ``fold`` keeps those
+            folds (their number must equal ``folds``; see :func:`~monai_modan.evaluation.folds.load_or_make_folds`).
         seed: base of the repeat seeds ``repeat_seed(seed, r)``.
+        fixed_splits: ``True`` (default, the ModAn paper's setting: "splits unchanged across repeats"): the
+            validation part and the label-fraction subsets of each fold are drawn once, with repeat 0's seed, and
+            kept in every repeat, so repeats differ by their training seed only. ``False`` (the behaviour before
+            this setting existed): every repeat redraws them with its own seed. Items carrying ``split`` fix the
+            validation part either way.
+        alternative: of the paired Wilcoxon tests against ``reference_init``
+            (:class:`~monai_modan.evaluation.stats.Alternative`): ``"two-sided"`` (default), ``"greater"`` (the
+            reference is better: the ModAn paper's one-sided tests, with ModAn as reference) or ``"less"``. It
+            changes only the report, not the rows, so a folder may be resumed (re-reported) with another.
         recipe: :class:`~monai_modan.evaluation.finetune.Recipe` (or its fields as a mapping).
         label_fraction: share of each training part used (after the validation part is held out), drawn
             stratified and grouped per repeat (:meth:`~monai_modan.evaluation.folds.FoldPlan.subsample`); the
@@ -118,17 +148,22 @@ class ExperimentConfig:
         allow_torchscript: accept TorchScript archives among the inits' weights files. **Loading one runs code from
             the file**; off by default, so such a file is refused up front with a message on how to convert it to a
             state dict (:func:`~monai_modan.networks.export.load_encoder`).
+        allow_leakage: evaluate even when task images are also in an init's pretraining corpus (the corpus its
+            run's ``config.json`` names; :func:`~monai_modan.evaluation.leakage.check_leakage`, run before anything
+            trains). Off by default: such a run is refused, naming the images. The report states the count either way.
     """
 
     tasks: dict[str, str]
     inits: dict[str, str | None]
     out_dir: str
     reference_init: str | None = None
-    modes: tuple[str, ...] = (EvalMode.FINE_TUNING.value, EvalMode.LINEAR_PROBING.value)
-    repeats: int = 10
-    folds: int = 5
+    modes: tuple[str, ...] = EVAL_MODES
+    repeats: int = CV_REPEATS
+    folds: int = CV_FOLDS
     fold_seed: int = 0
     seed: int = 0
+    fixed_splits: bool = True
+    alternative: str = Alternative.TWO_SIDED.value
     recipe: Recipe = field(default_factory=Recipe)
     label_fraction: float | None = None
     label_fractions: tuple[float, ...] | None = None
@@ -140,8 +175,9 @@ class ExperimentConfig:
     umap_max_images: int = 300
     device: str = "auto"
     title: str = "Downstream evaluation"
-    workers: int = 1
+    workers: int = EXPERIMENT_WORKERS
     allow_torchscript: bool = False
+    allow_leakage: bool = False
     init_specs: dict[str, InitSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +193,8 @@ class ExperimentConfig:
         self.inits = {str(name): None if value is None else str(value) for name, value in self.inits.items()}
         if not isinstance(self.allow_torchscript, bool):  # the string "false" must not opt in
             raise ExperimentError(f"allow_torchscript must be true or false, got {self.allow_torchscript!r}")
+        if not isinstance(self.allow_leakage, bool):
+            raise ExperimentError(f"allow_leakage must be true or false, got {self.allow_leakage!r}")
         self.init_specs = {name: InitSpec.parse(name, value, allow_torchscript=self.allow_torchscript)
                            for name, value in self.inits.items()}
         if self.reference_init is None:
@@ -192,6 +230,13 @@ class ExperimentConfig:
         self.label_fractions = resolve_label_fractions(self.label_fraction, self.label_fractions)
         self.label_fraction = self.label_fractions[0] if len(self.label_fractions) == 1 else None
         self.knn, self.logistic = bool(self.knn), bool(self.logistic)
+        if not isinstance(self.fixed_splits, (bool, np.bool_)):  # the string "false" must not mean true
+            raise ExperimentError(f"fixed_splits must be true or false, got {self.fixed_splits!r}")
+        self.fixed_splits = bool(self.fixed_splits)
+        try:
+            self.alternative = Alternative.parse(self.alternative).value
+        except (ValueError, AttributeError) as e:
+            raise ExperimentError(f"alternative: {e}") from None
         if isinstance(self.logistic_c, bool) or not isinstance(self.logistic_c, (int, float)) or not (
                 math.isfinite(self.logistic_c) and self.logistic_c > 0):
             raise ExperimentError(f"logistic_c must be a number > 0, got {self.logistic_c!r}")
@@ -212,6 +257,11 @@ class ExperimentConfig:
     @property
     def repeat_seeds(self) -> list[int]:
         return [repeat_seed(self.seed, r) for r in range(self.repeats)]
+
+    def split_seed(self, repeat: int) -> int:
+        """The seed that draws repeat ``repeat``'s validation parts and label-fraction subsets: repeat 0's seed in
+        every repeat with ``fixed_splits``, else the repeat's own."""
+        return repeat_seed(self.seed, 0 if self.fixed_splits else repeat)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path | None = None) -> ExperimentConfig:
@@ -398,6 +448,8 @@ class _TaskPlan:
 
     items: list[dict[str, Any]]
     splits: dict[SplitKey, Split]
+    imported_folds: bool = False  # the test folds are the items' own ``fold`` values
+    imported_validation: bool = False  # the validation parts are the items marked ``split: val``
 
     def train_sizes(self) -> dict[float, float]:
         """label fraction -> training images per fold, mean over repeats and folds."""
@@ -442,20 +494,89 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any], progress: bool 
         spec.build_encoder(config.seed)
     log = ResultsLog(Path(config.out_dir), _settings(config), {u.key for u in _plan(config)})
     plans = {task: _plan_task(config, task) for task in config.tasks}  # every split, before anything trains
+    leakage = check_leakage(config.tasks, config.init_specs, allow=config.allow_leakage, progress=progress)
     _execute(config, plans, _plan(config, skip=log.done), log, device, progress)
     embeddings = _umap_embeddings(config, device, progress) if config.umap_datalist else None
-    return _report(config, log, device, _collect_roc(config, log), embeddings,
-                   {task: plan.train_sizes() for task, plan in plans.items()})
+    return _report(config, log, device, _collect_roc(config, log), embeddings, plans, leakage)
 
 
 def _settings(config: ExperimentConfig) -> dict[str, Any]:
     """What ``experiment.json`` records: the settings that change the numbers, the tasks, inits and label fractions
-    (the lists a restart may extend), the weights."""
-    current = config.to_dict()
-    return {**{k: current[k] for k in _RESULT_SETTINGS}, "tasks": dict(current["tasks"]),
-            "inits": dict(current["inits"]), "label_fractions": sorted(current["label_fractions"]),
-            # the weights' contents, not only their paths: a checkpoint retrained in place must not mix its rows
+    (the lists a restart may extend), and the content hashes of each task's data and each init's weights.
+
+    Paths are recorded absolute and, inside ``out_dir``, relative to it
+    (:func:`~monai_modan.evaluation.results_log.portable_path`), and the data and weights by content, so that a
+    restart compares meanings: another spelling of the same folder, or the folder moved or copied, resumes; a
+    checkpoint retrained in place, or other images behind the same datalist, is refused."""
+    current, out = config.to_dict(), Path(config.out_dir)
+    return {**{k: current[k] for k in _RESULT_SETTINGS},
+            "tasks": {name: portable_path(path, out) for name, path in config.tasks.items()},
+            "data": {name: task_data_hash(load_task_datalist(path)[0]) for name, path in config.tasks.items()},
+            "inits": {name: _portable_init(spec, out) for name, spec in config.init_specs.items()},
+            "label_fractions": sorted(current["label_fractions"]),
             "weights": {name: file_sha256(spec.path) for name, spec in config.init_specs.items() if spec.path}}
+
+
+def _portable_init(spec: InitSpec, out: Path) -> str:
+    """``spec.value`` with its weights path as :func:`~monai_modan.evaluation.results_log.portable_path`."""
+    if spec.path is None:
+        return spec.value
+    return spec.value[: len(spec.value) - len(str(spec.path))] + portable_path(spec.path, out)
+
+
+def task_data_hash(items: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of what a task's rows depend on, wherever its files lie: in item order, each image's file contents
+    (SHA-256; a ``file#member`` reference: the file's, plus the member), its label, group (an image's own path
+    standing as its group counts as its contents) and, where the items carry them, ``fold`` and ``split``.
+
+    ``items``: validated task items (:func:`~monai_modan.data.downstream.load_task_datalist`, absolute images).
+    Every distinct file is read once.
+    """
+    files: dict[str, str] = {}
+
+    def contents(image: str) -> str:
+        file, sep, member = image.rpartition("#") if "#" in image else (image, "", "")
+        if file not in files:
+            files[file] = file_sha256(file)
+        return files[file] + sep + member
+
+    view = []
+    for it in items:
+        image = contents(str(it["image"]))
+        entry = {"image": image, "label": int(it["label"]),
+                 "group": image if str(it["group"]) == str(it["image"]) else str(it["group"])}
+        entry.update({k: it[k] for k in _DATA_KEYS if k in it})
+        view.append(entry)
+    return hashlib.sha256(json.dumps(view, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _portable_items(items: Sequence[Mapping[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The items with their images (and an image standing as its own group) as
+    :func:`~monai_modan.evaluation.results_log.portable_path`: the ids of the fold plan, which moves with
+    ``out``."""
+    portable = []
+    for it in items:
+        image = portable_path(it["image"], out)
+        portable.append({**it, "image": image, "group": image if str(it["group"]) == str(it["image"]) else it["group"]})
+    return portable
+
+
+def _task_folds(config: ExperimentConfig, task: str, items: Sequence[Mapping[str, Any]]) -> FoldPlan:
+    """The task's fold plan, its items named by portable path (:func:`_portable_items`). A plan saved before
+    (absolute image paths) is taken when it matches the items as they are, and saved again under the portable
+    fingerprint (same folds), so that the folder can be moved from then on."""
+    path = _fold_plan_path(config, task)
+    portable = _portable_items(items, Path(config.out_dir))
+    try:
+        return load_or_make_folds(path, portable, n_folds=config.folds, seed=config.fold_seed)
+    except FoldPlanMismatchError as e:
+        try:  # a plan of an older release: its ids are the absolute image paths
+            plan = load_or_make_folds(path, items, n_folds=config.folds, seed=config.fold_seed)
+        except FoldPlanError:
+            raise e from None
+    replace(plan, fingerprint=items_fingerprint(portable)).save(path)
+    logger.info("%s: fold plan of an older release re-saved with portable image ids (same folds)", path)
+    return plan
 
 
 def _plan(config: ExperimentConfig, skip: Collection[Key] = ()) -> list[Unit]:
@@ -501,22 +622,23 @@ def _plan_task(config: ExperimentConfig, task: str) -> _TaskPlan:
     fold); a split that cannot be drawn (a part without a class) is refused naming task, fraction, repeat, fold."""
     items, _ = load_task_datalist(config.tasks[task])
     try:  # a fold error names the task: the message alone says what, not which task
-        plan = load_or_make_folds(_fold_plan_path(config, task), items, n_folds=config.folds, seed=config.fold_seed)
+        plan = _task_folds(config, task, items)
     except FoldPlanError as e:
         raise type(e)(f"task {task} ({config.tasks[task]}): {e}") from e
     splits: dict[SplitKey, Split] = {}
-    for r, seed in enumerate(config.repeat_seeds):
+    for r in range(config.repeats):
         for f in range(config.folds):
-            for fraction, split in _splits(config, task, plan, r, seed, f).items():
+            for fraction, split in _splits(config, task, plan, r, config.split_seed(r), f).items():
                 splits[(fraction, r, f)] = split
-    return _TaskPlan(items, splits)
+    return _TaskPlan(items, splits, imported_folds=plan.imported, imported_validation=plan.validation is not None)
 
 
 def _splits(config: ExperimentConfig, task: str, plan: FoldPlan, repeat: int, seed: int,
             fold: int) -> dict[float, Split]:
     """``(train, val, test)`` of one repeat and fold for every label fraction: one validation part, the rest of the
-    training part subsampled per fraction, nested (the same draws as a single-fraction run of each fraction)."""
-    where = f"task {task} ({config.tasks[task]}), repeat {repeat} (seed {seed}), fold {fold}"
+    training part subsampled per fraction, nested (the same draws as a single-fraction run of each fraction), both
+    drawn with ``seed`` (:meth:`ExperimentConfig.split_seed`)."""
+    where = f"task {task} ({config.tasks[task]}), repeat {repeat} (split seed {seed}), fold {fold}"
     try:
         train, val, test = plan.split(fold, config.recipe.val_fraction, seed=seed)
     except FoldPlanError as e:
@@ -603,8 +725,11 @@ def _collect_roc(config: ExperimentConfig, log: ResultsLog) -> RocData:
 
 
 def _report(config: ExperimentConfig, log: ResultsLog, device: torch.device, roc_data: RocData,
-            embeddings: dict[str, tuple] | None, train_sizes: Mapping[str, Mapping[float, float]]) -> dict[str, Path]:
+            embeddings: dict[str, tuple] | None, plans: Mapping[str, _TaskPlan],
+            leakage: Sequence[str] = ()) -> dict[str, Path]:
     """:func:`~monai_modan.evaluation.report.write_report` of every row present; returns every file written."""
+    train_sizes = {task: plan.train_sizes() for task, plan in plans.items()}
+    sources = {task: (plan.imported_folds, plan.imported_validation) for task, plan in plans.items()}
     plan_paths = {task: _fold_plan_path(config, task) for task in config.tasks}
     task_pos = {t: i for i, t in enumerate(config.tasks)}
     init_pos = {n: i for i, n in enumerate(config.inits)}
@@ -613,9 +738,10 @@ def _report(config: ExperimentConfig, log: ResultsLog, device: torch.device, roc
                                            r.repeat, r.fold))
     written = write_report(rows, Path(config.out_dir), config.reference_init, roc_data=roc_data or None,
                            embeddings=embeddings,
-                           protocol=_protocol(config, plan_paths, _environment(device, config.workers)),
+                           protocol=_protocol(config, plan_paths, _environment(device, config.workers), sources,
+                                             leakage),
                            init_order=list(config.inits), task_order=list(config.tasks), title=config.title,
-                           seed=config.seed, train_sizes=train_sizes)
+                           seed=config.seed, train_sizes=train_sizes, alternative=config.alternative)
     written["predictions.csv"] = log.predictions.path
     written["experiment.json"] = log.settings_path
     written.update({f"folds/{task}.json": path for task, path in plan_paths.items()})
@@ -629,15 +755,64 @@ def _environment(device: torch.device, workers: int) -> str:
             f"MONAI {monai.__version__}, scikit-learn {sklearn.__version__}, SciPy {scipy.__version__}.")
 
 
-def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environment: str) -> EvaluationProtocol:
+def _scale_note(config: ExperimentConfig) -> str:
+    """One line saying what the report's numbers mean: how far this run is from the paper's protocol."""
     r = config.recipe
+    reduced = [what for what, small in ((f"{config.repeats} repeat(s)", config.repeats < 10),
+                                        (f"{config.folds} folds", config.folds < 5),
+                                        (f"{r.image_size} px", r.image_size < 224),
+                                        (f"{r.epochs} epoch(s)", r.epochs < 10)) if small]
+    paper = ("paper-grade numbers need 10 repeats x 5 folds at 224 px, 10 epochs, with encoders pretrained by the "
+             "paper's recipe (bundles/modan_pretrain/configs/paper.json: 224 px, batch 256, 1000 epochs) on a large "
+             "corpus such as RadImageNet")
+    if reduced:
+        return (f"What these numbers mean: a reduced protocol ({', '.join(reduced)}): the AUCs show what this budget "
+                f"learns on these images, with wide uncertainty; {paper}.")
+    return f"What these numbers mean: the paper's evaluation protocol; {paper}."
+
+
+def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environment: str,
+              sources: Mapping[str, tuple[bool, bool]], leakage: Sequence[str] = ()) -> EvaluationProtocol:
+    """What the report states; ``sources``: task -> (its folds imported, its validation part imported)."""
+    r = config.recipe
+    own_folds = [t for t, (folds, _) in sources.items() if folds]
+    own_validation = [t for t, (_, val) in sources.items() if val]
     selection = (f"the weights of the epoch (of {r.epochs}) with the lowest validation loss (mean BCE, eval mode; "
-                 "earliest on ties); the test fold is scored once with them" if r.val_fraction > 0
+                 "earliest on ties); the test fold is scored once with them" if r.val_fraction > 0 or own_validation
                  else f"none (val_fraction = 0): the weights after the last of {r.epochs} epochs")
-    notes = [f"Recipe (ModAn paper, Table 3, except the image size): {r.describe()}.",
+    seed0 = config.split_seed(0)
+    if config.fixed_splits:
+        drawn = (f"{VALIDATION_SPLIT_METHOD}; drawn once per fold with split seed {seed0} (repeat 0's) and kept in "
+                 "every repeat (fixed_splits = true, the ModAn paper's setting: splits unchanged across repeats), so "
+                 "repeats differ by their training seed only")
+    else:
+        drawn = (f"{VALIDATION_SPLIT_METHOD}; redrawn in every repeat with that repeat's seed (fixed_splits = false; "
+                 "the paper keeps the splits unchanged across repeats)")
+    drawn_tasks = [t for t in sources if t not in own_validation]
+    validation = "; ".join(
+        ([f"{', '.join(drawn_tasks) + ': ' if own_validation else ''}{drawn}"] if drawn_tasks else [])
+        + ([f"{', '.join(own_validation)}: {IMPORTED_VALIDATION_METHOD}"] if own_validation else []))
+    folds = None
+    if own_folds:
+        others = [t for t in sources if t not in own_folds]
+        folds = (f"test folds imported from the task datalist's own 'fold' values for {', '.join(own_folds)} (the "
+                 "data set's published partition, not drawn)"
+                 + (f"; fixed stratified folds drawn for {', '.join(others)} (grouped by patient/case where the task "
+                    "has groups)" if others else ""))
+    subsets = ("drawn with the split seed (repeat 0's in every repeat, fixed_splits = true)" if config.fixed_splits
+               else "drawn with that repeat's seed (fixed_splits = false)")
+    notes = [_scale_note(config),
+             f"Recipe (ModAn paper, Table 3, except the image size): {r.describe()}.",
+             "Protocol settings: "
+             f"folds = {config.folds}, fold_seed = {config.fold_seed}, repeats = {config.repeats}, seed = "
+             f"{config.seed}, fixed_splits = {str(config.fixed_splits).lower()} (paper: true), alternative = "
+             f"{config.alternative!r} (paper: one-sided, reference better = 'greater'), val_fraction = "
+             f"{r.val_fraction:g}, label_fractions = {sorted(config.label_fractions)}"
+             + (f", imported folds: {', '.join(own_folds)}" if own_folds else "")
+             + (f", imported validation parts: {', '.join(own_validation)}" if own_validation else "") + ".",
              "Training seed of repeat r: numpy SeedSequence([seed, r]) (seed "
-             f"{config.seed}); it also draws that repeat's validation part and label-fraction subset, so every "
-             "initialisation sees the same images in the same parts.",
+             f"{config.seed}), the same for every initialisation; validation parts and label-fraction subsets are "
+             f"{subsets}, so every initialisation sees the same images in the same parts.",
              "Fine-tuning: every layer trained, model = encoder + Linear(512, 1). Linear probing: encoder frozen "
              "with BatchNorm in eval mode, only the Linear layer trained, on features computed once per "
              "initialisation (identical to running the frozen encoder at every step, since nothing is augmented).",
@@ -651,9 +826,11 @@ def _protocol(config: ExperimentConfig, plan_paths: Mapping[str, Path], environm
                      "lbfgs to convergence, on the frozen encoder's features standardised with the mean and sd of "
                      "the same training part as the probes (no validation part used); score = class-1 probability. "
                      "Logistic folds have no ROC plot.")
+    notes += leakage  # the leakage check's lines (evaluation.leakage)
     notes.append(environment)
     return EvaluationProtocol(
         fold_seed=config.fold_seed,
         fold_plan="; ".join(f"{task}: {path.relative_to(config.out_dir)}" for task, path in plan_paths.items()),
-        repeat_seeds=config.repeat_seeds, val_fraction=r.val_fraction, model_selection=selection,
-        label_fraction=config.label_fraction, label_fractions=sorted(config.label_fractions), notes=notes)
+        repeat_seeds=config.repeat_seeds, val_fraction=r.val_fraction, validation=validation,
+        model_selection=selection, label_fraction=config.label_fraction,
+        label_fractions=sorted(config.label_fractions), notes=notes, folds=folds)

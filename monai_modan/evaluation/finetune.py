@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data.readers import LoadGrayscaleImage
 from ..networks.weights import InitSpec
-from ..utils.defaults import IMAGE_SIZE
+from ..utils.defaults import FINETUNE_EPOCHS, IMAGE_SIZE
 from .stats import EvalMode, fold_auc
 
 __all__ = [
@@ -82,7 +82,7 @@ class Recipe:
         eval_batch_size: images per forward pass when scoring or extracting features.
     """
 
-    epochs: int = 10
+    epochs: int = FINETUNE_EPOCHS
     batch_size: int = 32
     lr: float = 1e-4
     step_size: int = 5
@@ -295,6 +295,8 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 @torch.no_grad()
 def _predict(forward: nn.Module, inputs: torch.Tensor, idx: torch.Tensor, batch_size: int,
              device: torch.device) -> torch.Tensor:
+    if not idx.numel():
+        return torch.zeros(0, device=device)
     return torch.cat([forward(inputs[b].to(device)).float() for b in torch.split(idx, batch_size)])
 
 
@@ -336,7 +338,9 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
     Args:
         images: ``[N, 1, S, S]`` in ``[0, 1]`` (a tensor on any device, or :class:`TaskImages`).
         labels: ``[N]`` 0/1 (``None`` with :class:`TaskImages`, which carries them).
-        split: ``(train_idx, val_idx, test_idx)`` indices into ``images``, disjoint; ``val_idx`` may be empty.
+        split: ``(train_idx, val_idx, test_idx)`` indices into ``images``, disjoint; ``val_idx`` may be empty, and
+            so may ``test_idx`` (a final model trained on all labelled data, :mod:`~monai_modan.evaluation.deploy`:
+            the result's ``auc`` is then NaN and its scores empty).
         init: the initialisation; ``mode``: :class:`~monai_modan.evaluation.stats.EvalMode` (``fine_tuning`` or ``linear_probing``); ``recipe``: :class:`Recipe` (default Table 3).
         seed: scratch init, head init, batch order and flips.
         device: where to train.
@@ -369,7 +373,7 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
         if np.intersect1d(a, b).size:
             raise ValueError("the training, validation and test parts overlap")
     for name, part in (("training", train_idx), ("test", test_idx)):
-        if set(np.unique(y_all[part]).tolist()) != {0, 1}:
+        if (part.size or name == "training") and set(np.unique(y_all[part]).tolist()) != {0, 1}:
             raise ValueError(f"the {name} part ({part.size} images) does not hold both classes: a binary "
                              "classifier cannot be trained or scored on it")
     if train_idx.size < 2:
@@ -430,6 +434,7 @@ def train_fold(images: torch.Tensor | TaskImages, labels: Sequence[int] | np.nda
     logits = _predict(forward, inputs, test_t, recipe.eval_batch_size, device).double().cpu()
     scores = torch.sigmoid(logits).numpy()  # float64: float32 rounds every logit above ~17 to 1.0 (false ties)
     y_test = y_all[test_idx]
-    return FoldResult(auc=fold_auc(y_test, logits.numpy()),  # ranks the logits themselves: no rounding at all
+    auc = fold_auc(y_test, logits.numpy()) if test_idx.size else math.nan  # no test part: a final model
+    return FoldResult(auc=auc,  # ranks the logits themselves: no rounding at all
                       y_true=y_test, y_score=scores, best_epoch=best_epoch,
                       val_loss_curve=val_curve, train_loss_curve=train_curve, model=model)

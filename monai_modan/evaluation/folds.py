@@ -9,6 +9,12 @@ reads the same saved :class:`FoldPlan`, so their AUCs are paired fold by fold an
 Why save the partition rather than re-derive it from the seed: sklearn's splitters are deterministic for a seed,
 but their algorithms may change between versions; a saved plan plus a fingerprint of the data is the only way to
 prove that two runs used the same folds.
+
+**Imported folds.** A task whose datalist items carry ``fold`` (``0..k-1``, on every item or on none) keeps the data
+set's own partition (e.g. DDTI's published fold CSVs): :func:`make_imported_folds` takes it as it is, after checking
+that every test fold holds both classes and that no group straddles two folds. Items may also carry ``split``
+(``"train"`` or ``"val"``, on every item or none): the validation part of fold ``f`` is then the ``val`` items outside
+test fold ``f`` -- the data set's own, the same in every repeat -- instead of one drawn by :meth:`FoldPlan.split`.
 """
 
 from __future__ import annotations
@@ -24,15 +30,21 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
+from ..utils.defaults import TASK_SPLITS
 from ..utils.io import atomic_write_json
 
 __all__ = [
     "FoldPlan",
     "FoldPlanError",
     "FoldPlanMismatchError",
+    "IMPORTED",
+    "IMPORTED_VALIDATION_METHOD",
+    "SPLIT_VALUES",
     "VALIDATION_SPLIT_METHOD",
     "data_fingerprint",
+    "items_fingerprint",
     "make_folds",
+    "make_imported_folds",
     "load_or_make_folds",
     "nested_subsets",
     "subsample_training",
@@ -45,6 +57,12 @@ VALIDATION_SPLIT_METHOD = (
     "training part's groups when the task has groups (its size is 1 / n_splits of the groups, e.g. 20 % for the "
     "default val_fraction = 0.2), otherwise a stratified train_test_split(test_size=val_fraction)"
 )
+IMPORTED_VALIDATION_METHOD = (
+    "validation = the items the task datalist marks split: val that lie outside the test fold (the data set's own "
+    "validation part, not drawn; val_fraction is not used)"
+)
+IMPORTED = "imported"  # FoldPlan.method of a plan taken from the items' own ``fold`` values
+SPLIT_VALUES = TASK_SPLITS  # the values of an item's ``split`` (utils.defaults: the data layer checks them too)
 
 
 class FoldPlanError(ValueError):
@@ -85,10 +103,18 @@ def _as_group_codes(groups: Sequence[Hashable] | np.ndarray | None, n: int) -> n
     return np.asarray([codes.setdefault(str(g), len(codes)) for g in raw], dtype=np.int64)
 
 
-def data_fingerprint(ids: Sequence[Any], labels: Sequence[Any], groups: Sequence[Any] | None = None) -> str:
-    """SHA-256 of the ordered image ids, labels and groups: fold indices are positions, so order matters."""
-    payload = json.dumps({"ids": [str(i) for i in ids], "labels": [int(v) for v in labels],
-                          "groups": None if groups is None else [str(g) for g in groups]}, separators=(",", ":"))
+def data_fingerprint(ids: Sequence[Any], labels: Sequence[Any], groups: Sequence[Any] | None = None,
+                     folds: Sequence[int] | None = None, splits: Sequence[str] | None = None) -> str:
+    """SHA-256 of the ordered image ids, labels and groups (and the items' own ``fold`` and ``split`` values when
+    they carry them): fold indices are positions, so order matters. Without folds and splits the payload is that of
+    the plans saved before they existed, so those plans keep their fingerprint."""
+    data: dict[str, Any] = {"ids": [str(i) for i in ids], "labels": [int(v) for v in labels],
+                            "groups": None if groups is None else [str(g) for g in groups]}
+    if folds is not None:
+        data["folds"] = [int(f) for f in folds]
+    if splits is not None:
+        data["splits"] = [str(v) for v in splits]
+    payload = json.dumps(data, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -123,9 +149,12 @@ class FoldPlan:
         labels: ``[N]`` int64 0/1 labels the plan was stratified on.
         groups: ``[N]`` int64 group codes (first-appearance order of the raw group ids, which are not stored) or
             ``None``.
-        fingerprint: :func:`data_fingerprint` of the image ids, labels and raw groups.
-        seed: ``random_state`` of the splitter.
-        method: ``"StratifiedGroupKFold"`` or ``"StratifiedKFold"``.
+        fingerprint: :func:`data_fingerprint` of the image ids, labels and raw groups (and imported folds and
+            splits).
+        seed: ``random_state`` of the splitter (and the default seed of the drawn validation parts).
+        method: ``"StratifiedGroupKFold"``, ``"StratifiedKFold"`` or :data:`IMPORTED` (the items' own folds).
+        validation: sorted ``[n_val]`` int64 indices of the items the data set marks ``split: val``, or ``None``
+            (the validation part is drawn, see :meth:`split`).
     """
 
     test_folds: list[np.ndarray]
@@ -134,6 +163,7 @@ class FoldPlan:
     fingerprint: str
     seed: int
     method: str
+    validation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = _as_labels(self.labels)
@@ -148,6 +178,15 @@ class FoldPlan:
             raise FoldPlanError(f"fold plan is not a partition: {len(self.test_folds)} folds hold {everything.size} "
                                 f"indices for {n} samples (each sample must be in exactly one test fold)")
         _assert_no_leakage({f"test fold {i}": f for i, f in enumerate(self.test_folds)}, self.groups)
+        if self.validation is not None:
+            self.validation = np.unique(np.asarray(self.validation, dtype=np.int64))
+            if self.validation.size and (self.validation[0] < 0 or self.validation[-1] >= n):
+                raise FoldPlanError(f"fold plan's validation indices are out of range for {n} samples")
+
+    @property
+    def imported(self) -> bool:
+        """Whether the test folds are the data set's own (the items' ``fold``), not drawn."""
+        return self.method == IMPORTED
 
     @property
     def n_folds(self) -> int:
@@ -174,7 +213,9 @@ class FoldPlan:
         The validation part is held out of the training part (the other folds), stratified by label and grouped
         (see :data:`VALIDATION_SPLIT_METHOD`); with groups its size is ``1 / round(1 / val_fraction)`` of the
         training part's groups. ``val_fraction = 0`` gives an empty validation part. Deterministic for a
-        ``seed`` (default: the plan's seed; pass the repeat's seed to vary validation across repeats).
+        ``seed`` (default: the plan's seed; pass the repeat's seed to vary validation across repeats). A plan
+        with the data set's own ``validation`` items uses those that lie in the training part instead (neither
+        ``val_fraction`` nor ``seed`` is used; :data:`IMPORTED_VALIDATION_METHOD`).
 
         Raises:
             FoldPlanError: the validation or the remaining training part would miss a class.
@@ -184,7 +225,11 @@ class FoldPlan:
             raise FoldPlanError(f"val_fraction must be in [0, 1), got {val_fraction}")
         seed = self.seed if seed is None else int(seed)
         rest, test = self.train_test(fold)
-        if val_fraction == 0:
+        if self.validation is not None:
+            val = np.intersect1d(rest, self.validation)
+            train = np.setdiff1d(rest, val)
+            self._check_classes(fold, train, val, "the data set's split: val items outside the test fold")
+        elif val_fraction == 0:
             train, val = rest, np.zeros(0, np.int64)
         else:
             train, val = self._hold_out(fold, rest, float(val_fraction), seed)
@@ -222,6 +267,14 @@ class FoldPlan:
                                     "or use fewer folds")
         return train, val
 
+    def _check_classes(self, fold: int, train: np.ndarray, val: np.ndarray, what: str) -> None:
+        for name, part in (("validation", val), ("training", train)):
+            present = set(np.unique(self.labels[part]).tolist())
+            if present != {0, 1}:
+                missing = ({0, 1} - present).pop()
+                raise FoldPlanError(f"the {name} part of fold {fold} ({what}: {part.size} items) has no sample of "
+                                    f"class {missing}; mark items of both classes split: val outside every fold")
+
     def subsample(self, train_idx: Sequence[int] | np.ndarray, fraction: float, seed: int | None = None) -> np.ndarray:
         """:func:`subsample_training` with the plan's labels and groups (default seed: the plan's)."""
         return subsample_training(train_idx, self.labels, self.groups, fraction, self.seed if seed is None else seed)
@@ -234,10 +287,13 @@ class FoldPlan:
     # -- persistence ------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "method": self.method, "seed": self.seed, "n_folds": self.n_folds,
-                "n_samples": self.n_samples, "fingerprint": self.fingerprint, "labels": self.labels.tolist(),
-                "groups": None if self.groups is None else self.groups.tolist(),
-                "test_folds": [f.tolist() for f in self.test_folds]}
+        out = {"format": FORMAT, "method": self.method, "seed": self.seed, "n_folds": self.n_folds,
+               "n_samples": self.n_samples, "fingerprint": self.fingerprint, "labels": self.labels.tolist(),
+               "groups": None if self.groups is None else self.groups.tolist(),
+               "test_folds": [f.tolist() for f in self.test_folds]}
+        if self.validation is not None:  # absent from the plans of drawn validation parts (and older plans)
+            out["validation"] = self.validation.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "fold plan") -> FoldPlan:
@@ -247,7 +303,8 @@ class FoldPlan:
         try:
             return cls(test_folds=[np.asarray(f, dtype=np.int64) for f in data["test_folds"]],
                        labels=np.asarray(data["labels"]), groups=data["groups"], fingerprint=str(data["fingerprint"]),
-                       seed=int(data["seed"]), method=str(data["method"]))
+                       seed=int(data["seed"]), method=str(data["method"]),
+                       validation=None if data.get("validation") is None else np.asarray(data["validation"]))
         except KeyError as e:
             raise FoldPlanError(f"{source} lacks the key {e.args[0]!r}") from None
 
@@ -268,7 +325,8 @@ class FoldPlan:
 
 
 def make_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[Hashable] | np.ndarray | None = None,
-               n_folds: int = 5, seed: int = 0, *, ids: Sequence[Any] | None = None) -> FoldPlan:
+               n_folds: int = 5, seed: int = 0, *, ids: Sequence[Any] | None = None,
+               splits: Sequence[str] | None = None) -> FoldPlan:
     """Partition ``N`` samples into ``n_folds`` stratified test folds.
 
     ``StratifiedGroupKFold(shuffle=True, random_state=seed)`` when ``groups`` are given (no group is split;
@@ -282,9 +340,12 @@ def make_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[Hashable] | 
         n_folds: number of test folds, >= 2.
         seed: splitter ``random_state``.
         ids: ``[N]`` image ids for the fingerprint (default: positions ``0..N-1``).
+        splits: ``[N]`` ``"train"``/``"val"``: the data set's own validation part (see :meth:`FoldPlan.split`), or
+            ``None`` (drawn per fold).
 
     Raises:
-        FoldPlanError: labels not 0/1, one class only, or a class with fewer samples (groups) than folds.
+        FoldPlanError: labels not 0/1, one class only, a class with fewer samples (groups) than folds, or a bad
+            ``splits`` value.
     """
     y = _as_labels(labels)
     g = _as_group_codes(groups, y.size)
@@ -310,12 +371,100 @@ def make_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[Hashable] | 
         if np.unique(y[test]).size < 2:
             raise FoldPlanError(f"test fold {i} of {n_folds} holds only class {y[test][0]} ({test.size} samples): "
                                 f"the groups are too few or too unequal to stratify; use fewer folds")
-    ids = [str(i) for i in range(y.size)] if ids is None else list(ids)
-    if len(ids) != y.size:
-        raise FoldPlanError(f"ids has {len(ids)} entries for {y.size} labels")
+    ids = _ids(ids, y.size)
+    split_values, validation = _as_splits(splits, y.size)
     raw_groups = None if groups is None else [str(v) for v in groups]
-    return FoldPlan(test_folds=folds, labels=y, groups=g, fingerprint=data_fingerprint(ids, y, raw_groups),
-                    seed=int(seed), method=type(splitter).__name__)
+    return FoldPlan(test_folds=folds, labels=y, groups=g,
+                    fingerprint=data_fingerprint(ids, y, raw_groups, splits=split_values), seed=int(seed),
+                    method=type(splitter).__name__, validation=validation)
+
+
+def _ids(ids: Sequence[Any] | None, n: int) -> list[str]:
+    ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    if len(ids) != n:
+        raise FoldPlanError(f"ids has {len(ids)} entries for {n} labels")
+    return ids
+
+
+def _as_splits(splits: Sequence[str] | None, n: int) -> tuple[list[str] | None, np.ndarray | None]:
+    """``(split values, indices of the val items)`` of ``[N]`` ``"train"``/``"val"`` values, or ``(None, None)``."""
+    if splits is None:
+        return None, None
+    values = [str(v) for v in splits]
+    if len(values) != n:
+        raise FoldPlanError(f"splits has {len(values)} entries for {n} labels")
+    bad = [i for i, v in enumerate(values) if v not in SPLIT_VALUES]
+    if bad:
+        raise FoldPlanError(f"item {bad[0]}: split {values[bad[0]]!r} is not one of {list(SPLIT_VALUES)}")
+    return values, np.flatnonzero(np.asarray(values) == "val").astype(np.int64)
+
+
+def make_imported_folds(labels: Sequence[int] | np.ndarray, folds: Sequence[int] | np.ndarray,
+                        groups: Sequence[Hashable] | np.ndarray | None = None, *, seed: int = 0,
+                        ids: Sequence[Any] | None = None, splits: Sequence[str] | None = None) -> FoldPlan:
+    """The plan of a partition the data set gives: item ``i`` is in test fold ``folds[i]``.
+
+    Args:
+        labels: ``[N]`` 0/1 labels.
+        folds: ``[N]`` test fold of each item, integers ``0..k-1`` (every value used, ``k >= 2``).
+        groups: ``[N]`` group ids, or ``None``; a group must lie in one fold.
+        seed: the plan's seed (the default seed of drawn validation parts; no fold is drawn).
+        ids: ``[N]`` image ids for the fingerprint and the messages (default: positions).
+        splits: ``[N]`` ``"train"``/``"val"`` (the data set's validation part), or ``None``.
+
+    Raises:
+        FoldPlanError: a fold value that is not an integer in ``0..k-1``, fewer than two folds, a test fold without
+            one of the classes, or a group in two folds (names the folds and two of the group's items).
+    """
+    y = _as_labels(labels)
+    ids = _ids(ids, y.size)
+    raw = list(folds)
+    if len(raw) != y.size:
+        raise FoldPlanError(f"folds has {len(raw)} entries for {y.size} labels")
+    for i, f in enumerate(raw):
+        if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, np.integer)) or int(f) < 0:
+            raise FoldPlanError(f"item {i} ({ids[i]}): fold {f!r} is not an integer >= 0 (folds are numbered 0..k-1)")
+    f_arr = np.asarray(raw, dtype=np.int64)
+    values = sorted(set(f_arr.tolist()))
+    k = len(values)
+    if k < 2:
+        raise FoldPlanError(f"every item is in fold {values[0]}: imported folds need at least 2 distinct fold values")
+    if values != list(range(k)):
+        raise FoldPlanError(f"fold values {values} are not 0..{k - 1}: number the {k} imported folds from 0 without "
+                            "gaps")
+    test_folds = [np.flatnonzero(f_arr == f) for f in range(k)]
+    for f, test in enumerate(test_folds):
+        present = np.unique(y[test])
+        if present.size < 2:
+            raise FoldPlanError(f"imported fold {f} holds only class {int(present[0])} ({test.size} items, e.g. "
+                                f"{ids[test[0]]}): every test fold needs both classes (AUC is undefined otherwise); "
+                                "fix the fold values")
+    g = _as_group_codes(groups, y.size)
+    if g is not None:
+        for code in np.unique(g):
+            members = np.flatnonzero(g == code)
+            spread = np.unique(f_arr[members])
+            if spread.size > 1:
+                a = members[f_arr[members] == spread[0]][0]
+                b = members[f_arr[members] == spread[1]][0]
+                raise FoldPlanError(f"items {a} ({ids[a]}) and {b} ({ids[b]}) share a group but are in imported "
+                                    f"folds {spread[0]} and {spread[1]}: a group (patient / case) must lie in one fold")
+    split_values, validation = _as_splits(splits, y.size)
+    raw_groups = None if groups is None else [str(v) for v in groups]
+    return FoldPlan(test_folds=test_folds, labels=y, groups=g,
+                    fingerprint=data_fingerprint(ids, y, raw_groups, folds=f_arr.tolist(), splits=split_values),
+                    seed=int(seed), method=IMPORTED, validation=validation)
+
+
+def _all_or_none(items: Sequence[Mapping[str, Any]], key: str, image_key: str) -> bool:
+    """Whether every item carries ``key`` (``False``: none does); some but not all is an error naming the first
+    item without it."""
+    has = [key in it and it[key] not in (None, "") for it in items]
+    if any(has) and not all(has):
+        first = has.index(False)
+        raise FoldPlanError(f"datalist item {first} ({items[first][image_key]}) has no {key!r} while {sum(has)} of "
+                            f"the {len(items)} items do: give every item a {key}, or none")
+    return all(has)
 
 
 def _items_arrays(items: Sequence[Mapping[str, Any]], label_key: str, group_key: str,
@@ -333,31 +482,49 @@ def _items_arrays(items: Sequence[Mapping[str, Any]], label_key: str, group_key:
             raise FoldPlanError(f"datalist item {i} ({it[image_key]}): {label_key!r} must be 0 or 1, got {label!r}")
         ids.append(str(it[image_key]))
         labels.append(int(label))
-    has_group = [group_key in it and it[group_key] not in (None, "") for it in items]
-    if any(has_group) and not all(has_group):
-        first = has_group.index(False)
-        raise FoldPlanError(f"datalist item {first} ({items[first][image_key]}) has no {group_key!r} while others "
-                            "do: give every item a group, or none")
-    groups = [str(it[group_key]) for it in items] if all(has_group) else None
+    groups = [str(it[group_key]) for it in items] if _all_or_none(items, group_key, image_key) else None
     return ids, np.asarray(labels, dtype=np.int64), groups
 
 
 def load_or_make_folds(path: str | Path, items: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int = 0, *,
-                       label_key: str = "label", group_key: str = "group", image_key: str = "image") -> FoldPlan:
+                       label_key: str = "label", group_key: str = "group", image_key: str = "image",
+                       fold_key: str = "fold", split_key: str = "split") -> FoldPlan:
     """The task's fold plan: loaded from ``path`` if it exists, else made from ``items`` and saved there.
 
-    ``items`` are datalist entries ``{"image": ..., "label": 0|1, "group": ...}`` (``group`` optional, but then on
-    none of them); their order defines the indices.
+    ``items`` are datalist entries ``{"image": ..., "label": 0|1, "group": ..., "fold": f, "split": s}`` (``group``,
+    ``fold`` and ``split`` optional, each on every item or on none); their order defines the indices. Items with
+    ``fold`` keep the data set's folds (:func:`make_imported_folds`; ``n_folds`` must be their number), others get
+    drawn ones (:func:`make_folds`); ``split`` gives the data set's validation part.
 
     Raises:
-        FoldPlanMismatchError: the saved plan was made for other items (fingerprint of image ids, labels and
-            groups differs) or with another ``n_folds``/``seed``; it is never silently replaced.
+        FoldPlanError: ``fold``/``split`` on some items only, bad fold values (see :func:`make_imported_folds`), or
+            ``n_folds`` differs from the number of imported folds.
+        FoldPlanMismatchError: the saved plan was made for other items (fingerprint of image ids, labels, groups,
+            imported folds and splits differs), drawn where the items now carry folds (or the reverse), or with
+            another ``n_folds``/``seed``; it is never silently replaced.
     """
     ids, labels, groups = _items_arrays(items, label_key, group_key, image_key)
+    folds = [it[fold_key] for it in items] if _all_or_none(items, fold_key, image_key) else None
+    splits = [it[split_key] for it in items] if _all_or_none(items, split_key, image_key) else None
+    try:
+        _as_splits(splits, len(ids))
+    except FoldPlanError as e:
+        raise FoldPlanError(f"datalist {e}") from None
+    if folds is not None:
+        plan = make_imported_folds(labels, folds, groups, seed=seed, ids=ids, splits=splits)
+        if plan.n_folds != int(n_folds):
+            raise FoldPlanError(f"the items carry {plan.n_folds} imported folds (fold 0..{plan.n_folds - 1}) but "
+                                f"{n_folds} folds were asked for: set folds to {plan.n_folds}")
     path = Path(path)
     if path.exists():
         plan = FoldPlan.load(path)
-        fingerprint = data_fingerprint(ids, labels, groups)
+        if plan.imported != (folds is not None):
+            now = "carry their own folds ('fold')" if folds is not None else "carry no 'fold'"
+            raise FoldPlanMismatchError(
+                f"fold plan {path} holds {'imported' if plan.imported else 'drawn'} folds ({plan.method}) but the "
+                f"items now {now}: use another out_dir, or delete the plan to make new folds")
+        fingerprint = items_fingerprint(items, label_key=label_key, group_key=group_key, image_key=image_key,
+                                        fold_key=fold_key, split_key=split_key)
         if plan.fingerprint != fingerprint:
             raise FoldPlanMismatchError(
                 f"fold plan {path} was made for other data ({plan.n_samples} samples, fingerprint "
@@ -368,9 +535,19 @@ def load_or_make_folds(path: str | Path, items: Sequence[Mapping[str, Any]], n_f
                 f"fold plan {path} has {plan.n_folds} folds with seed {plan.seed}, asked for {n_folds} folds with "
                 f"seed {seed}: pass the saved settings, or delete the plan to make new folds")
         return plan
-    plan = make_folds(labels, groups, n_folds=n_folds, seed=seed, ids=ids)
+    if folds is None:
+        plan = make_folds(labels, groups, n_folds=n_folds, seed=seed, ids=ids, splits=splits)
     plan.save(path)
     return plan
+
+
+def items_fingerprint(items: Sequence[Mapping[str, Any]], *, label_key: str = "label", group_key: str = "group",
+                      image_key: str = "image", fold_key: str = "fold", split_key: str = "split") -> str:
+    """The :func:`data_fingerprint` a plan made from ``items`` carries (and :func:`load_or_make_folds` checks)."""
+    ids, labels, groups = _items_arrays(items, label_key, group_key, image_key)
+    folds = [int(it[fold_key]) for it in items] if _all_or_none(items, fold_key, image_key) else None
+    splits = [str(it[split_key]) for it in items] if _all_or_none(items, split_key, image_key) else None
+    return data_fingerprint(ids, labels, groups, folds=folds, splits=splits)
 
 
 def subsample_training(train_idx: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray,

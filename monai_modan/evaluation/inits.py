@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["PRETRAIN_METHODS", "NoPretrainedEncoderError", "default_init", "pretrained_inits"]
 
-PRETRAIN_METHODS = ("mulsupcon", "simclr", "supervised", "spark")
+PRETRAIN_METHODS = ("mulsupcon", "simclr", "supervised", "spark", "hybrid")
 
 
 class NoPretrainedEncoderError(FileNotFoundError):

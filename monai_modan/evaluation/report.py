@@ -34,7 +34,16 @@ from sklearn.metrics import roc_curve
 from ..utils.io import atomic_path, atomic_write_json, atomic_write_text
 from .embedding import umap_panels
 from .folds import VALIDATION_SPLIT_METHOD
-from .stats import RESULT_FIELDS, WILCOXON_ZERO_METHOD, AucRow, EvalMode, InitSummary, compare_inits, fold_auc
+from .stats import (
+    RESULT_FIELDS,
+    WILCOXON_ZERO_METHOD,
+    Alternative,
+    AucRow,
+    EvalMode,
+    InitSummary,
+    compare_inits,
+    fold_auc,
+)
 
 __all__ = ["EvaluationProtocol", "format_cell", "format_p", "mode_title", "write_report", "SUMMARY_FIELDS"]
 
@@ -72,6 +81,8 @@ class EvaluationProtocol:
         label_fraction: fraction of the training part used (label-fraction experiments), 1.0 = all.
         label_fractions: the fractions of a label-fraction curve (several); overrides ``label_fraction``.
         notes: further lines.
+        folds: how the test folds were obtained (e.g. imported from the data set), replacing the default sentence
+            "fixed stratified folds (grouped by patient/case where the task has groups)".
     """
 
     fold_seed: int | None = None
@@ -83,6 +94,7 @@ class EvaluationProtocol:
     label_fraction: float | None = None
     notes: Sequence[str] = field(default_factory=tuple)
     label_fractions: Sequence[float] | None = None
+    folds: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"fold_seed": self.fold_seed, "fold_plan": self.fold_plan,
@@ -90,7 +102,7 @@ class EvaluationProtocol:
                 "val_fraction": self.val_fraction, "validation": self.validation,
                 "model_selection": self.model_selection, "label_fraction": self.label_fraction,
                 "label_fractions": None if self.label_fractions is None else [float(f) for f in self.label_fractions],
-                "notes": list(self.notes)}
+                "folds": self.folds, "notes": list(self.notes)}
 
 
 def format_p(p: float) -> str:
@@ -236,7 +248,8 @@ def _roc_plot(key: str, by_init: Mapping[str, Sequence[tuple[Any, Any]]], path: 
     _save(fig, path)
 
 
-def _protocol_lines(protocol: EvaluationProtocol, summaries: Sequence[InitSummary], reference_init: str) -> list[str]:
+def _protocol_lines(protocol: EvaluationProtocol, summaries: Sequence[InitSummary], reference_init: str,
+                    alternative: Alternative) -> list[str]:
     def given(value: Any) -> str:
         return "not recorded" if value is None else str(value)
 
@@ -255,9 +268,10 @@ def _protocol_lines(protocol: EvaluationProtocol, summaries: Sequence[InitSummar
     else:
         fraction_line = f"- Label fraction: {given(fraction)}."
     lines = [
-        f"- Cross-validation: {'/'.join(map(str, folds))} fixed stratified folds (grouped by patient/case where the "
-        f"task has groups), the same folds for every initialisation and repeat; fold seed {given(protocol.fold_seed)}"
-        f"; fold plan {given(protocol.fold_plan)}.",
+        f"- Cross-validation: {'/'.join(map(str, folds))} "
+        f"{protocol.folds or 'fixed stratified folds (grouped by patient/case where the task has groups)'}, the same "
+        f"folds for every initialisation and repeat; fold seed {given(protocol.fold_seed)}; fold plan "
+        f"{given(protocol.fold_plan)}.",
         f"- Repeats: {'/'.join(map(str, repeats))} per (initialisation, mode, task"
         f"{', label fraction' if len(fractions) > 1 else ''}); repeat seeds {given(seeds)}.",
         f"- Validation split (model selection): val_fraction = {given(protocol.val_fraction)}; {protocol.validation}.",
@@ -265,11 +279,13 @@ def _protocol_lines(protocol: EvaluationProtocol, summaries: Sequence[InitSummar
         fraction_line,
         "- Metric: ROC AUC of each test fold; a repeat's score is the mean over its folds; cells give the mean ± "
         "sample sd (ddof = 1) of the repeat scores.",
-        f"- Test: two-sided Wilcoxon signed-rank test of each initialisation against the reference "
-        f"(**{reference_init}**), paired by repeat (scipy.stats.wilcoxon, zero_method={WILCOXON_ZERO_METHOD!r}: "
-        "zero differences dropped, exact null distribution for small samples; p = 1 when all differences are zero). "
-        f"No correction for multiple comparisons. With R paired repeats the smallest attainable p is 2 / 2^R "
-        f"(here {', '.join(f'{2 / 2 ** r:.3g} for R = {r}' for r in repeats)}).",
+        f"- Test: Wilcoxon signed-rank test of each initialisation against the reference (**{reference_init}**), "
+        f"paired by repeat, {alternative.describe()}: alternative = {alternative.value!r} on the differences "
+        f"reference - other (scipy.stats.wilcoxon, zero_method={WILCOXON_ZERO_METHOD!r}: zero differences dropped, "
+        "exact null distribution for small samples; p = 1 when all differences are zero). No correction for multiple "
+        f"comparisons. With R paired repeats the smallest attainable p is "
+        f"{'2' if alternative == Alternative.TWO_SIDED else '1'} / 2^R "
+        f"(here {', '.join(f'{alternative.smallest_p(r):.3g} for R = {r}' for r in repeats)}).",
     ]
     return lines + [f"- {note}" for note in protocol.notes]
 
@@ -280,7 +296,8 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
                  protocol: EvaluationProtocol | Mapping[str, Any] | None = None,
                  init_order: Sequence[str] | None = None, task_order: Sequence[str] | None = None,
                  title: str = "Downstream evaluation", seed: int = 0,
-                 train_sizes: Mapping[str, Mapping[float, float]] | None = None) -> dict[str, Path]:
+                 train_sizes: Mapping[str, Mapping[float, float]] | None = None,
+                 alternative: Alternative | str = Alternative.TWO_SIDED) -> dict[str, Path]:
     """Write the evaluation report into ``out_dir`` (see the module docstring for the files).
 
     Rows of several label fractions give, per (mode, task), a table AUC × fraction × init (p against the reference
@@ -300,12 +317,15 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
         title: report heading. seed: UMAP seed.
         train_sizes: task -> label fraction -> training images per fold (mean over repeats and folds), the x axis of
             the curves (without it, or for a task or fraction it lacks, the axis is the label fraction).
+        alternative: of the paired Wilcoxon tests (:class:`~monai_modan.evaluation.stats.Alternative`:
+            ``two-sided``, ``greater`` = the reference is better, ``less``); stated in the protocol.
 
     Returns:
         file name -> path of every file written.
     """
     rows = [AucRow.coerce(r) for r in rows]
-    summaries = compare_inits(rows, reference_init)
+    alternative = Alternative.parse(alternative)
+    summaries = compare_inits(rows, reference_init, alternative)
     sizes = _train_sizes(train_sizes)
     if protocol is None:
         protocol = EvaluationProtocol()
@@ -378,7 +398,8 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
     if embeddings:
         umap_panels(embeddings, put("umap.png"), seed=seed)
 
-    lines = [f"# {title}", "", "## Protocol", "", *_protocol_lines(protocol, summaries, reference_init), ""]
+    lines = [f"# {title}", "", "## Protocol", "", *_protocol_lines(protocol, summaries, reference_init, alternative),
+             ""]
     for mode in modes:
         at = f", label fraction {main:g} (the largest)" if curves else ""
         lines += [f"## {mode_title(mode)}", "", f"Mode `{mode}`{at}: test AUC, mean ± sd over repeats (p vs "
@@ -395,8 +416,8 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
     if curve_tables:
         lines += ["## Label-fraction curves", "",
                   "Test AUC, mean ± sd over repeats, at each label fraction (the share of each training part used; "
-                  f"nested subsets); p: two-sided Wilcoxon signed-rank test against {reference_init} at the same "
-                  "fraction, paired by repeat. n: training images per fold, mean over repeats and folds (the "
+                  f"nested subsets); p: Wilcoxon signed-rank test ({alternative.value}) against {reference_init} at "
+                  "the same fraction, paired by repeat. n: training images per fold, mean over repeats and folds (the "
                   "validation part is not subsampled).", ""]
         for mode, by_task in curve_tables.items():
             for task, curve in by_task.items():
@@ -418,7 +439,8 @@ def write_report(rows: Iterable[AucRow | Mapping[str, Any]], out_dir: str | Path
         lines += ["## Embeddings", "", "UMAP of each initialisation's features, coloured by (modality, anatomy).", "",
                   "![UMAP panels](umap.png)", ""]
 
-    summary = {"title": title, "reference_init": reference_init, "protocol": protocol.to_dict(),
+    summary = {"title": title, "reference_init": reference_init, "alternative": alternative.value,
+               "protocol": protocol.to_dict(),
                "inits": inits, "tasks": tasks, "modes": modes, "label_fractions": fractions,
                "summary": summary_rows, "tables": tables, "curves": curve_tables,
                "figures": sorted(n for n in written if n.endswith(".png"))}

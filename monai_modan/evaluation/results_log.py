@@ -1,6 +1,7 @@
 """An experiment's output folder: the settings record and the append-only results and predictions logs (resume).
 
-- ``experiment.json`` -- the settings the rows were computed with; a restart with other settings is refused;
+- ``experiment.json`` -- the settings the rows were computed with; a restart with settings of another meaning is
+  refused (paths are compared resolved, data and weights by content hash, so a moved or copied folder resumes);
 - ``results.csv`` -- one :class:`~monai_modan.evaluation.stats.AucRow` per (init, mode, task, label fraction,
   repeat, fold);
 - ``predictions.csv`` -- the test scores of every fine-tuned / probed fold, written before the fold's row.
@@ -19,27 +20,38 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..networks.weights import IMAGENET_PREFIX, InitKind
 from ..utils.io import atomic_write_json, atomic_write_text
 from .stats import RESULT_FIELDS, AucRow
 
-__all__ = ["FORMAT", "PREDICTION_FIELDS", "ExperimentError", "FoldScores", "Key", "ResultsLog", "row_key"]
+__all__ = ["ABSENT_MEANS", "FORMAT", "PREDICTION_FIELDS", "ExperimentError", "FoldScores", "Key", "ResultsLog",
+           "portable_path", "row_key"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "monai-modan/experiment/1"
 PREDICTION_FIELDS = ("init", "mode", "task", "label_fraction", "repeat", "fold", "index", "label", "score")
-# the name -> value settings of experiment.json: a restart may add names (tasks, inits), not change their values
-_GROUPS = ("tasks", "inits", "weights")
+# the name -> value settings of experiment.json: a restart may add names (tasks, inits), not change what they mean.
+# "data" (of each task) and "weights" (of each init with a file) are content hashes, compared as such; "tasks" and
+# "inits" hold paths (portable_path: absolute, relative to the output folder inside it), compared only for a name
+# whose hash the record lacks (a record written before the hashes), and an init's kind (scratch / imagenet /
+# checkpoint) always
+_GROUPS = ("tasks", "data", "inits", "weights")
+_HASH_OF = {"tasks": "data", "inits": "weights"}  # path group -> the group holding its names' content hashes
 # the list settings of experiment.json that a restart may extend (a removed value whose rows exist is refused as
 # rows outside the configuration); recorded as the sorted union
 _UNIONS = ("label_fractions",)
 _FRACTION = "label_fraction"  # the column the logs of release 0.1 lack
+# what a record written before a setting existed means: its rows were computed with the behaviour of then, so a
+# restart must match that value (a setting absent here was added without changing the numbers: any value matches)
+ABSENT_MEANS: dict[str, Any] = {"fixed_splits": False}  # validation parts were redrawn in every repeat
 
 Key = tuple[str, str, str, float, int, int]  # (init, mode, task, label_fraction, repeat, fold)
 
@@ -166,25 +178,106 @@ def _legacy_fraction(saved: Mapping[str, Any] | None) -> float | None:
     return fractions[0] if len(fractions) == 1 else None
 
 
+def portable_path(path: str | Path, root: str | Path) -> str:
+    """``path`` as experiment.json records it: absolute and normalised (``..`` and the current folder resolved), and
+    relative to ``root`` (the output folder; POSIX separators) when inside it, so that the record still holds when
+    the folder is moved or copied, and two spellings of one file (``outputs/x``, ``$PWD/outputs/x``) are one value.
+    Symbolic links are kept, not followed: the indexer's pseudonymous links stand for files in folders that may be
+    named by a patient's ID (:mod:`~monai_modan.labels.privacy`). A ``file#member`` reference keeps its member."""
+    text = os.fspath(path)
+    file, sep, member = text.rpartition("#") if "#" in text else (text, "", "")
+    absolute = Path(os.path.abspath(os.path.expanduser(file)))
+    try:
+        file = absolute.relative_to(os.path.abspath(os.path.expanduser(os.fspath(root)))).as_posix()
+    except ValueError:
+        file = str(absolute)
+    return file + sep + member
+
+
+def _init_kind(value: Any) -> str:
+    """The kind of a recorded init value (the spellings of :meth:`~monai_modan.networks.weights.InitSpec.parse`)."""
+    text = "" if value is None else str(value).strip()
+    if not text or text.lower() == InitKind.SCRATCH:
+        return InitKind.SCRATCH.value
+    return InitKind.IMAGENET.value if text.lower().startswith(IMAGENET_PREFIX) else InitKind.CHECKPOINT.value
+
+
+def _same_file(saved: Any, current: Any, out_dir: Path) -> bool:
+    """Whether a path of a record written before the content hashes (as it was given then: relative to the current
+    folder) names the file the current, portable path does (relative to ``out_dir``)."""
+    def strip(value: Any) -> str:
+        text = str(value).strip()
+        return text[len(IMAGENET_PREFIX):].strip() if text.lower().startswith(IMAGENET_PREFIX) else text
+
+    now = Path(strip(current)).expanduser()
+    return os.path.abspath(Path(strip(saved)).expanduser()) == os.path.abspath(now if now.is_absolute()
+                                                                               else out_dir / now)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _shown(value: Any) -> str:
+    """A recorded value in a refusal line: a content hash by its first 12 digits, anything else as ``repr``, cut
+    in the middle beyond 64 characters."""
+    if isinstance(value, str) and _SHA256.match(value):
+        return value[:12]
+    text = repr(value)
+    return text if len(text) <= 64 else f"{text[:30]}...{text[-30:]}"
+
+
+def _setting_diffs(out_dir: Path, saved: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    """One line ``key: old -> new`` per setting whose meaning differs between the record and ``settings``."""
+    lines: list[str] = []
+
+    def differ(key: str, old: Any, new: Any, note: str = "") -> None:
+        lines.append(f"  {key}: {_shown(old)} -> {_shown(new)}{note}")
+
+    for k, v in settings.items():
+        if k in _GROUPS or k in _UNIONS:
+            continue
+        if k not in saved:  # added to the package later: the record means the behaviour of then (ABSENT_MEANS),
+            if k in ABSENT_MEANS and ABSENT_MEANS[k] != v:  # or any value when the setting left the numbers alone
+                differ(k, ABSENT_MEANS[k], v, " (not in the record, which is older than the setting)")
+        elif isinstance(saved[k], Mapping) and isinstance(v, Mapping):  # the recipe: field by field; a field the
+            lines += [f"  {k}.{f}: {_shown(saved[k][f])} -> {_shown(v[f])}"  # record lacks was added later
+                      for f in v if f in saved[k] and saved[k][f] != v[f]]
+        elif saved[k] != v:
+            differ(k, saved[k], v)
+    for group in _HASH_OF.values():
+        old = saved.get(group) or {}
+        for name, digest in (settings.get(group) or {}).items():
+            if name in old and old[name] != digest:
+                differ(f"{group}.{name}", old[name], digest, " (sha256: other contents)")
+    for group, hashes in _HASH_OF.items():
+        old, old_hashes = saved.get(group) or {}, saved.get(hashes) or {}
+        for name, value in (settings.get(group) or {}).items():
+            if name not in old:
+                continue
+            if group == "inits" and _init_kind(old[name]) != _init_kind(value):
+                differ(f"{group}.{name}", old[name], value)
+            elif (name not in old_hashes and not (group == "inits" and _init_kind(value) == InitKind.SCRATCH)
+                  and not _same_file(old[name], value, out_dir)):
+                differ(f"{group}.{name}", old[name], value,
+                       " (the record, older than content hashes, names the file by path: resume it from where it "
+                       "was written once)")
+    return lines
+
+
 def _merged_settings(path: Path, saved: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The record to write to ``path``: ``settings`` with the saved groups' names and the saved fractions merged in;
-    other settings than the saved ones are refused."""
+    settings of another meaning than the saved ones are refused, naming each differing key on a line of its own."""
     record = {"format": FORMAT, **settings}
     if saved is None:
         return record
-    # a setting missing from the record was added to the package later; its rows cannot exist there
-    diffs = [f"{k}: {saved.get(k)!r} there, {v!r} now" for k, v in settings.items()
-             if k not in _GROUPS and k not in _UNIONS and saved.get(k, v) != v]
+    diffs = _setting_diffs(path.parent, saved, settings)
     for group in _GROUPS:
-        old = saved.get(group) or {}
-        diffs += [f"{group}.{name}: {old[name]!r} there, {value!r} now" for name, value in record[group].items()
-                  if name in old and old[name] != value]
-        record[group] = {**old, **record[group]}
+        record[group] = {**(saved.get(group) or {}), **(record.get(group) or {})}
     if "label_fractions" in record:
         record["label_fractions"] = sorted({*_saved_fractions(saved), *record["label_fractions"]})
     if diffs:
-        raise ExperimentError(f"{path.parent} holds results of other settings ({'; '.join(diffs)}): use another "
-                              "out_dir, or restore the settings to resume")
+        raise ExperimentError(f"{path.parent} holds results of other settings; restore them to resume, or use "
+                              "another out_dir:\n" + "\n".join(diffs))
     return record
 
 
@@ -192,7 +285,8 @@ class ResultsLog:
     """The rows and test scores an output folder holds, and the appending of new ones.
 
     Opening refuses a folder of other settings (``settings``: the result settings, plus the name -> value groups
-    ``tasks``, ``inits`` and ``weights`` and the list ``label_fractions``), rows outside ``planned`` (every key of
+    ``tasks`` and ``inits`` (:func:`portable_path` paths), ``data`` and ``weights`` (their content hashes), and the
+    list ``label_fractions``; compared by meaning, see :data:`_GROUPS`), rows outside ``planned`` (every key of
     this configuration) and duplicated rows, without changing a file; then it repairs the logs (a torn last line,
     release 0.1's missing ``label_fraction`` column), drops the scores of a fold whose row was never written, and
     records the settings last (the record of release 0.1 says which fraction its rows are, until the logs carry it).

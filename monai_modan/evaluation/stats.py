@@ -2,9 +2,10 @@
 
 The unit of analysis is the *repeat*: one repeat trains and tests on every fold of the fixed fold plan, and its
 score is the mean of its fold AUCs. An initialisation's result on a (task, mode, label fraction) is the mean ± sample sd
-(``ddof = 1``) of its R repeat scores, and it is compared with the reference initialisation by a two-sided
-Wilcoxon signed-rank test over the R repeat scores paired by repeat index (repeat r of every init uses the same
-folds and seed). Fold AUCs within a repeat are not independent (they share training data), so they are never
+(``ddof = 1``) of its R repeat scores, and it is compared with the reference initialisation by a Wilcoxon
+signed-rank test over the R repeat scores paired by repeat index (repeat r of every init uses the same folds and
+seed): two-sided by default, or one-sided (:class:`Alternative`; ``greater`` = the reference is better, the form of
+the ModAn paper's p-values). Fold AUCs within a repeat are not independent (they share training data), so they are never
 used as samples of the test. Every label fraction is analysed on its own: its rows are paired with the reference's
 rows of the same fraction.
 """
@@ -26,6 +27,7 @@ from scipy.stats import wilcoxon
 from sklearn.metrics import roc_auc_score
 
 __all__ = [
+    "Alternative",
     "EvalMode",
     "AucRow",
     "RESULT_FIELDS",
@@ -45,6 +47,42 @@ __all__ = [
 
 WILCOXON_ZERO_METHOD = "wilcox"  # Wilcoxon's original convention: pairs with zero difference are dropped
 ZERO_DIFFERENCE_TOL = 1e-12  # |difference| at or below this counts as zero (float noise of equal means)
+
+
+class Alternative(StrEnum):
+    """The alternative hypothesis of the paired Wilcoxon test, on the differences ``reference - other`` of the repeat
+    scores (``scipy.stats.wilcoxon``'s own ``alternative`` values).
+
+    ``two-sided`` (default): the two inits differ. ``greater``: the reference is better (the ModAn paper's tests,
+    ModAn > baseline, whose p = 1.000 / 0.999 where a baseline beats ModAn are one-sided values). ``less``: the
+    other init is better.
+    """
+
+    TWO_SIDED = "two-sided"
+    GREATER = "greater"
+    LESS = "less"
+
+    @classmethod
+    def parse(cls, value: str | Alternative) -> Alternative:
+        """The alternative named by ``value`` (case and surrounding spaces ignored); anything else raises
+        ``ValueError`` naming it and the known values."""
+        text = value.strip().lower() if isinstance(value, str) else value
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"unknown alternative {value!r}; known: {[a.value for a in cls]} (greater = the "
+                             "reference init is better)") from None
+
+    def describe(self) -> str:
+        """The hypothesis in words, for the report."""
+        return {Alternative.TWO_SIDED: "two-sided (the initialisations differ)",
+                Alternative.GREATER: "one-sided, alternative 'greater' (the reference is better)",
+                Alternative.LESS: "one-sided, alternative 'less' (the other initialisation is better)"}[self]
+
+    def smallest_p(self, n_pairs: int) -> float:
+        """The smallest p the exact test reaches with ``n_pairs`` non-zero differences: ``2 / 2^R`` two-sided,
+        ``1 / 2^R`` one-sided."""
+        return (2.0 if self == Alternative.TWO_SIDED else 1.0) / 2.0 ** int(n_pairs)
 
 
 class EvalMode(StrEnum):
@@ -223,11 +261,12 @@ def repeat_results(rows: Iterable[AucRow | Mapping[str, Any]]) -> list[RepeatRes
 
 @dataclass(frozen=True)
 class PairedTest:
-    """A two-sided paired Wilcoxon signed-rank test.
+    """A paired Wilcoxon signed-rank test.
 
     Attributes:
-        p_value: two-sided p-value (1.0 when every difference is zero).
-        statistic: SciPy's statistic (the smaller of the signed-rank sums), ``nan`` when not computed.
+        p_value: the p-value under ``alternative`` (1.0 when every difference is zero).
+        statistic: SciPy's statistic (two-sided: the smaller of the signed-rank sums; one-sided: the sum of the
+            ranks of the positive differences ``reference - other``), ``nan`` when not computed.
         n_pairs: number of pairs given; ``n_nonzero`` of them entered the test (zero differences are dropped).
         note: why the p-value is special, or ``""``.
     """
@@ -237,12 +276,17 @@ class PairedTest:
     n_pairs: int
     n_nonzero: int
     note: str = ""
+    alternative: str = Alternative.TWO_SIDED.value
 
 
-def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray) -> PairedTest:
-    """Two-sided Wilcoxon signed-rank test of ``other - reference`` over ``[R]`` paired repeat scores.
+def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray,
+                    alternative: Alternative | str = Alternative.TWO_SIDED) -> PairedTest:
+    """Wilcoxon signed-rank test of the differences ``d = reference - other`` over ``[R]`` paired repeat scores.
 
-    ``scipy.stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="auto")``: zero differences
+    ``alternative`` (:class:`Alternative`): ``two-sided`` (default), ``greater`` (H1: the reference is better, the
+    median of ``d`` is > 0) or ``less``. The two-sided p does not depend on the sign convention.
+
+    ``scipy.stats.wilcoxon(d, zero_method="wilcox", alternative=alternative, method="auto")``: zero differences
     (``|d| <= 1e-12``) are dropped (Wilcoxon's convention); SciPy then computes the exact null distribution for
     up to 50 pairs without ties, an exhaustive permutation distribution for up to 13 pairs with ties, and the
     normal approximation otherwise. If every difference is zero the two inits are indistinguishable: ``p = 1``
@@ -252,8 +296,9 @@ def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[flo
     difference would otherwise reach the smallest attainable p.
 
     Raises:
-        ValueError: lengths differ, fewer than one pair, or non-finite values.
+        ValueError: lengths differ, fewer than one pair, non-finite values, or an unknown ``alternative``.
     """
+    alternative = Alternative.parse(alternative)
     ref = np.asarray(reference, dtype=np.float64)
     oth = np.asarray(other, dtype=np.float64)
     if ref.ndim != 1 or ref.shape != oth.shape or ref.size == 0:
@@ -261,20 +306,22 @@ def paired_wilcoxon(reference: Sequence[float] | np.ndarray, other: Sequence[flo
                          f"{oth.shape}")
     if not (np.isfinite(ref).all() and np.isfinite(oth).all()):
         raise ValueError("paired test got non-finite values")
-    d = oth - ref
+    d = ref - oth
     d[np.abs(d) <= ZERO_DIFFERENCE_TOL] = 0.0
     nonzero = int(np.count_nonzero(d))
+    kind = alternative.value
     if nonzero == 0:
-        return PairedTest(1.0, math.nan, ref.size, 0, note=f"all {ref.size} differences are zero: p set to 1")
+        return PairedTest(1.0, math.nan, ref.size, 0, note=f"all {ref.size} differences are zero: p set to 1",
+                          alternative=kind)
     if ref.size < 2:
-        return PairedTest(math.nan, math.nan, ref.size, nonzero, note="one repeat: no test")
+        return PairedTest(math.nan, math.nan, ref.size, nonzero, note="one repeat: no test", alternative=kind)
     if np.ptp(ref) <= ZERO_DIFFERENCE_TOL and np.ptp(oth) <= ZERO_DIFFERENCE_TOL:
         return PairedTest(math.nan, math.nan, ref.size, nonzero,
                           note=f"the {ref.size} repeats are identical on both sides (copies of one measurement, not "
-                               "independent samples): no test")
-    result = wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD, alternative="two-sided", method="auto")
+                               "independent samples): no test", alternative=kind)
+    result = wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD, alternative=kind, method="auto")
     note = "" if nonzero == ref.size else f"{ref.size - nonzero} zero differences dropped"
-    return PairedTest(float(result.pvalue), float(result.statistic), ref.size, nonzero, note)
+    return PairedTest(float(result.pvalue), float(result.statistic), ref.size, nonzero, note, alternative=kind)
 
 
 @dataclass(frozen=True)
@@ -286,7 +333,8 @@ class InitSummary:
         mean: mean over repeats of the per-repeat fold-mean AUC.
         sd: sample standard deviation (``ddof = 1``) of the same; ``nan`` with a single repeat.
         repeat_means: ``[R]`` per-repeat fold means, in repeat order.
-        p_value: two-sided paired Wilcoxon p-value against the reference init, ``None`` for the reference itself,
+        p_value: paired Wilcoxon p-value against the reference init (under the ``alternative`` given to
+            :func:`compare_inits`), ``None`` for the reference itself,
             ``nan`` where no test is meaningful (see :func:`paired_wilcoxon` and ``note``).
         note: remarks on the test (zero differences).
         label_fraction: the share of each training part the rows were trained on.
@@ -307,16 +355,19 @@ class InitSummary:
     label_fraction: float = 1.0
 
 
-def compare_inits(rows: Iterable[AucRow | Mapping[str, Any]], reference_init: str) -> list[InitSummary]:
+def compare_inits(rows: Iterable[AucRow | Mapping[str, Any]], reference_init: str,
+                  alternative: Alternative | str = Alternative.TWO_SIDED) -> list[InitSummary]:
     """For every (mode, task, label fraction) and init: mean, sd over repeats, and p-value vs ``reference_init``
-    (paired with the reference's repeats at the same label fraction).
+    (paired with the reference's repeats at the same label fraction; :func:`paired_wilcoxon` under
+    ``alternative``, ``greater`` = the reference is better).
 
     Results are ordered by mode, task, label fraction and init in order of first appearance in ``rows``.
 
     Raises:
-        ValueError: ``reference_init`` is missing for a (mode, task, label fraction) that has results, or an init's
-            repeats differ from the reference's (the test pairs them by repeat index).
+        ValueError: ``reference_init`` is missing for a (mode, task, label fraction) that has results, an init's
+            repeats differ from the reference's (the test pairs them by repeat index), or an unknown ``alternative``.
     """
+    alternative = Alternative.parse(alternative)
     repeats = repeat_results(rows)
     cells: dict[tuple[str, str, float], dict[str, dict[int, RepeatResult]]] = defaultdict(dict)
     for r in repeats:
@@ -341,7 +392,7 @@ def compare_inits(rows: Iterable[AucRow | Mapping[str, Any]], reference_init: st
                 if ids != ref_repeats:
                     raise ValueError(f"init {init!r} has repeats {ids} on {where}, the reference "
                                      f"{reference_init!r} has {ref_repeats}: the paired test needs the same repeats")
-                test = paired_wilcoxon(ref_means, means)
+                test = paired_wilcoxon(ref_means, means, alternative)
                 p_value, note = test.p_value, test.note
             out.append(InitSummary(
                 mode=mode, task=task, init=init, reference=init == reference_init, n_repeats=len(ids),

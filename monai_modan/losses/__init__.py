@@ -1,4 +1,5 @@
-"""Pretraining losses: contrastive (metadata-supervised MulSupCon, NT-Xent) and SparK's masked reconstruction."""
+"""Pretraining losses: contrastive (metadata-supervised MulSupCon, NT-Xent, their hybrid) and SparK's masked
+reconstruction."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from monai_modan.losses.mulsupcon import (
     weighted_contrastive_loss,
 )
 from monai_modan.losses.ntxent import NTXentLoss
+from monai_modan.losses.hybrid import HybridContrastiveLoss
 from monai_modan.losses.spark import MaskedReconstructionLoss, patch_statistics, patchify, unpatchify
 
 __all__ = [
+    "HybridContrastiveLoss",
     "MaskedReconstructionLoss",
     "MulSupConLoss",
     "NTXentLoss",

@@ -1,7 +1,17 @@
-"""Networks: the ResNet-18 encoder variants, pretraining heads (contrastive, supervised, SparK), and encoder
+"""Networks: the ResNet-18 encoder variants, pretraining heads (contrastive, hybrid, supervised, SparK), and encoder
 export/import."""
 
-from .encoder import ContrastiveModel, ResNet18Encoder, StemType, SupervisedModel, build_encoder, stem_kwargs
+from .encoder import (
+    ContrastiveModel,
+    HybridModel,
+    HybridOutput,
+    ResNet18Encoder,
+    StemType,
+    SupervisedModel,
+    build_encoder,
+    projection_head,
+    stem_kwargs,
+)
 from .export import (
     CheckpointError,
     ExportFormat,

@@ -20,12 +20,15 @@ So the paper's variant keeps the 3x3/2 max-pool: the stem output is 224x224, ``l
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 from monai.networks.nets.resnet import ResNet, ResNetBlock, get_inplanes
 from monai.utils import StrEnum
 
-__all__ = ["StemType", "stem_kwargs", "ResNet18Encoder", "build_encoder", "ContrastiveModel", "SupervisedModel"]
+__all__ = ["StemType", "stem_kwargs", "ResNet18Encoder", "build_encoder", "projection_head", "ContrastiveModel",
+           "HybridOutput", "HybridModel", "SupervisedModel"]
 
 FEATURE_DIM = 512  # ResNet-18 layer4 channels = size of the pooled feature vector
 
@@ -93,6 +96,17 @@ def build_encoder(stem: StemType | str = StemType.CONV3X3, in_channels: int = 1)
     return ResNet18Encoder(stem=stem, in_channels=in_channels)
 
 
+def projection_head(feature_dim: int = FEATURE_DIM, projection_dim: int = 128, hidden_dim: int = 512,
+                    batch_norm: bool = True) -> nn.Sequential:
+    """The MLP projection head of :class:`ContrastiveModel`: ``[B, feature_dim]`` -> ``[B, projection_dim]``."""
+    return nn.Sequential(
+        nn.Linear(feature_dim, hidden_dim, bias=not batch_norm),  # a bias before BatchNorm is redundant
+        nn.BatchNorm1d(hidden_dim) if batch_norm else nn.Identity(),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, projection_dim),
+    )
+
+
 class ContrastiveModel(nn.Module):
     """Encoder + MLP projection head for contrastive pretraining (SimCLR-style).
 
@@ -117,12 +131,7 @@ class ContrastiveModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         feature_dim = getattr(encoder, "feature_dim", FEATURE_DIM)
-        self.projection = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim, bias=not batch_norm),  # a bias before BatchNorm is redundant
-            nn.BatchNorm1d(hidden_dim) if batch_norm else nn.Identity(),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, projection_dim),
-        )
+        self.projection = projection_head(feature_dim, projection_dim, hidden_dim, batch_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> encoder features ``[B, 512]``."""
@@ -131,6 +140,41 @@ class ContrastiveModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> projections ``[B, projection_dim]`` (not normalised)."""
         return self.projection(self.encoder(x))
+
+
+class HybridOutput(NamedTuple):
+    """What :class:`HybridModel` returns: the projections of its two heads, each ``[B, projection_dim]``, not
+    normalised -- ``metadata`` for the MulSupCon term, ``instance`` for the NT-Xent term of
+    :class:`~monai_modan.losses.HybridContrastiveLoss`."""
+
+    metadata: torch.Tensor
+    instance: torch.Tensor
+
+
+class HybridModel(ContrastiveModel):
+    """Encoder + two projection heads of :class:`ContrastiveModel`'s shape, one per term of the hybrid loss.
+
+    Both heads read the same encoder features; ``projection`` (named as in :class:`ContrastiveModel`) feeds the
+    metadata term, ``instance_projection`` the instance term, so each term shapes its own embedding space and the
+    encoder features must serve both (as SLIP's separate heads for its CLIP and SimCLR terms; Mu et al., ECCV 2022).
+    The heads are thrown away after pretraining, as :class:`ContrastiveModel`'s.
+
+    Args:
+        encoder: module mapping ``[B, C, H, W]`` -> ``[B, encoder.feature_dim]``.
+        projection_dim, hidden_dim, batch_norm: of each head, as :class:`ContrastiveModel`.
+    """
+
+    def __init__(
+        self, encoder: ResNet18Encoder, projection_dim: int = 128, hidden_dim: int = 512, batch_norm: bool = True
+    ) -> None:
+        super().__init__(encoder, projection_dim, hidden_dim, batch_norm)
+        feature_dim = getattr(encoder, "feature_dim", FEATURE_DIM)
+        self.instance_projection = projection_head(feature_dim, projection_dim, hidden_dim, batch_norm)
+
+    def forward(self, x: torch.Tensor) -> HybridOutput:  # type: ignore[override]
+        """``[B, C, H, W]`` -> :class:`HybridOutput` (two ``[B, projection_dim]`` projections, not normalised)."""
+        features = self.encoder(x)
+        return HybridOutput(self.projection(features), self.instance_projection(features))
 
 
 class SupervisedModel(nn.Module):

@@ -127,8 +127,8 @@ def encoder_state_dict(model: nn.Module | Mapping) -> dict[str, torch.Tensor]:
     """Encoder-only weights, keyed as plain ``monai.networks.nets.resnet18(spatial_dims=2, ...)`` minus ``fc.*``.
 
     Args:
-        model: a ``ResNet18Encoder``, ``ContrastiveModel``/``SupervisedModel`` (heads dropped), either wrapped in
-            DDP or ``torch.compile``, or such a model's state dict.
+        model: a ``ResNet18Encoder``, ``ContrastiveModel``/``HybridModel``/``SupervisedModel`` (heads dropped), either
+            wrapped in DDP or ``torch.compile``, or such a model's state dict.
 
     Returns:
         detached CPU copies, so ``resnet18(spatial_dims=2, n_input_channels=C, **stem_kwargs(stem),

@@ -91,10 +91,15 @@ def default_task_datalist(task: str, out_dir: str | Path, *, n_images: int = 120
 
 
 def _same_task(path: Path, n_images: int, image_size: int, seed: int) -> bool:
-    """``path`` is a synthetic task datalist written with these arguments."""
+    """``path`` is a synthetic task datalist written with these arguments, whose images lie in its own folder (one
+    moved or copied from elsewhere lists the images of its old place: it is written again here, identically)."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (isinstance(meta, dict) and meta.get("generator") == GENERATOR and meta.get("n_images") == int(n_images)
-            and meta.get("image_size") == int(image_size) and meta.get("seed") == int(seed))
+    if not (isinstance(meta, dict) and meta.get("generator") == GENERATOR and meta.get("n_images") == int(n_images)
+            and meta.get("image_size") == int(image_size) and meta.get("seed") == int(seed)):
+        return False
+    folder = path.parent.resolve()
+    images = [Path(str(it.get("image", ""))) for it in meta.get("training") or [] if isinstance(it, dict)]
+    return bool(images) and all(p.is_file() and folder in p.resolve().parents for p in images)

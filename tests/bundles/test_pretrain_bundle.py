@@ -100,6 +100,9 @@ def test_baselines_run_as_overlays(tmp_path, corpus, overlay, method):
     if method == "supervised":
         n_classes = len(json.loads(Path(corpus).read_text())["classes"])
         assert ckpt["model"]["classifier.weight"].shape[0] == n_classes
+        # the paper's baseline: Adam with torch's defaults at a constant rate (supervised_sgd.json: the SGD one)
+        group, state = ckpt["optimizer"]["param_groups"][0], next(iter(ckpt["optimizer"]["state"].values()))
+        assert group["lr"] == 1e-3 and group["betas"] == (0.9, 0.999) and "exp_avg" in state
 
 
 def test_exported_encoder_loads_into_plain_monai_resnet18(two_epoch_run):
@@ -132,15 +135,30 @@ def test_wrong_label_width_is_refused(tmp_path, corpus):
     _assert_fails(r"training\[3\] has a label of width", tmp_path, epochs=1, datalist=str(bad))
 
 
-def test_bundle_metadata_and_network_checks(tmp_path, two_epoch_run):
+OVERLAYS = sorted(p.name for p in CONFIGS.glob("*.json") if p.name not in ("metadata.json", "train.json"))
+
+
+@pytest.mark.parametrize("overlay", [None, *OVERLAYS])
+def test_bundle_metadata_and_network_checks_pass_with_every_overlay(overlay, tmp_path, two_epoch_run):
+    """metadata.json describes what every method exports, the encoder (encoder_def: [B, 1, H, W] -> [B, 512], the
+    runs' encoder.pt), so MONAI's shape check and TorchScript export pass with any overlay -- supervised.json and
+    spark.json included, whose network_def outputs class logits / a SparK output -- and need no data."""
+    from monai_modan.networks import load_encoder
+
+    files = [str(CONFIGS / "train.json")] + ([str(CONFIGS / overlay)] if overlay else [])
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
-    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
-                      config_file=str(CONFIGS / "train.json"), n=1, any=8)
-    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(two_epoch_run / "model.pt"),
-                meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "train.json"),
-                bundle_root=str(BUNDLE), input_shape=[1, 1, 32, 32], use_trace=True)
-    ts = torch.jit.load(str(tmp_path / "model.ts"))
-    assert ts(torch.rand(2, 1, 32, 32)).shape == (2, 128)
+    verify_net_in_out(net_id="encoder_def", meta_file=str(CONFIGS / "metadata.json"), config_file=files, n=1, any=8,
+                      device="cpu", output_dir=str(tmp_path))
+    ckpt_export(net_id="encoder_def", filepath=str(tmp_path / "encoder.ts"), ckpt_file=str(two_epoch_run / "encoder.pt"),
+                meta_file=str(CONFIGS / "metadata.json"), config_file=files, bundle_root=str(BUNDLE),
+                output_dir=str(tmp_path))
+    scripted = torch.jit.load(str(tmp_path / "encoder.ts"))  # our own export, loaded by the test alone
+    encoder = load_encoder(two_epoch_run / "encoder.pt").eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), encoder(x))
+    assert scripted(x).shape == (2, 512)
+    assert not (tmp_path / "synthetic").exists(), "the checks read no data"
 
 
 def test_multi_gpu_overlay_runs_ddp_on_cpu_with_gloo(tmp_path, corpus):

@@ -30,7 +30,7 @@ def test_task_bundles_differ_only_in_their_task():
     import json
 
     configs = [REPO / "bundles" / b / "configs" for b in TASK_BUNDLES]
-    for name in ("evaluate.json", "linear_probe.json", "logging.conf"):
+    for name in ("evaluate.json", "linear_probe.json", "deploy.json", "inference.json", "logging.conf"):
         assert len({(c / name).read_bytes() for c in configs}) == 1, name
     trains = [json.loads((c / "train.json").read_text()) for c in configs]
     assert [t.pop("task") for t in trains] == list(TASK_BUNDLES)
@@ -59,7 +59,7 @@ def test_configs_only_override_and_the_defaults_come_from_the_package(overlay, t
     defaults = ExperimentConfig(tasks={"t": "t.json"}, inits={"mulsupcon": str(encoder)}, out_dir=".")
     assert config.recipe == Recipe() == defaults.recipe and config.tasks == {"breast_us": str(tmp_path / "task.json")}
     for name in ("reference_init", "folds", "fold_seed", "seed", "label_fraction", "label_fractions", "knn", "logistic",
-                 "umap_datalist", "device", "workers"):
+                 "umap_datalist", "device", "workers", "fixed_splits", "alternative"):
         assert getattr(config, name) == getattr(defaults, name), name
     run_name, modes, repeats = {None: ("fine_tuning", ("fine_tuning",), 1),
                                 "linear_probe.json": ("linear_probing", ("linear_probing",), 1),
@@ -94,6 +94,35 @@ def test_label_fractions_key_gives_a_curve_and_bad_values_are_named(bundle, tmp_
     while cause is not None and not isinstance(cause, ExperimentError):
         cause = cause.__cause__ or cause.__context__
     assert cause is not None and "label_fractions: entry 0 is outside (0, 1]" in str(cause)
+
+
+@pytest.mark.parametrize("bundle", TASK_BUNDLES)
+def test_alternative_and_fixed_splits_keys_reach_the_experiment(bundle, tmp_path):
+    """``alternative`` and ``fixed_splits`` (null = the package defaults: two-sided, splits fixed across repeats as
+    in the paper) reach the experiment of every bundle; an unknown alternative is named."""
+    from monai.bundle import ConfigParser
+
+    from monai_modan.evaluation.experiment import ExperimentError
+
+    configs = REPO / "bundles" / bundle / "configs"
+
+    def parsed(**values):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json")])
+        parser.update({"bundle_root": str(REPO / "bundles" / bundle), "output_dir": str(tmp_path),
+                       "inits": {"scratch": None}, "task_datalist": str(tmp_path / "task.json"), **values})
+        return parser.get_parsed_content("experiment")
+
+    default = parsed()
+    assert (default.alternative, default.fixed_splits) == ("two-sided", True)
+    chosen = parsed(alternative="greater", fixed_splits=False)
+    assert (chosen.alternative, chosen.fixed_splits) == ("greater", False)
+    with pytest.raises(Exception) as info:  # MONAI wraps the component's error; the cause is ours
+        parsed(alternative="one-sided")
+    cause = info.value
+    while cause is not None and not isinstance(cause, ExperimentError):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None and "unknown alternative 'one-sided'" in str(cause)
 
 
 @pytest.fixture(scope="module")

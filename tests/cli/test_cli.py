@@ -282,3 +282,86 @@ def _experiment_parser():
 
     subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     return subcommands.choices["experiment"]
+
+
+def test_experiment_alternative_and_fixed_splits_reach_the_config(tmp_path, monkeypatch, capsys):
+    """--alternative and --fixed-splits / --no-fixed-splits reach the config (unset: two-sided, fixed as in the
+    paper); an unknown alternative fails in one line before any task is converted or generated."""
+    from monai_modan.evaluation import configure, experiment
+
+    seen = []
+    real = configure.configure_experiment
+    monkeypatch.setattr(configure, "configure_experiment", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
+    base = ["experiment", "--out", str(tmp_path / "out"), "--task", "breast_us", "--image-size", "32",
+            "--synthetic-images", "24", "--scratch-only", "--quiet"]
+    assert main(base) == 0 and (seen[-1].alternative, seen[-1].fixed_splits) == ("two-sided", True)
+    assert main([*base, "--alternative", "greater", "--no-fixed-splits"]) == 0
+    assert (seen[-1].alternative, seen[-1].fixed_splits) == ("greater", False)
+    capsys.readouterr()
+    out = tmp_path / "bad"
+    assert main(["experiment", "--out", str(out), *base[3:], "--alternative", "one-sided"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: unknown alternative 'one-sided'; known: ['two-sided', 'greater', 'less'] (greater = the "
+                   "reference init is better)\n")
+    assert not out.exists()  # refused before the synthetic task was written
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["experiment", "--help"]])
+def test_help_imports_neither_torch_nor_monai(argv):
+    """Building the parser imports no heavy module (it took ~6 s a call when it imported the experiment runner):
+    the child's own import log (-X importtime) lists every module it imported."""
+    child = subprocess.run([sys.executable, "-X", "importtime", "-m", "monai_modan", *argv], capture_output=True,
+                           text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in child.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "monai_modan.utils.defaults" in imported  # the log does list the package's imports
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "monai", "numpy", "pydicom"))
+    assert not heavy, heavy[:5]
+    assert "usage: python -m monai_modan" in child.stdout
+
+
+def test_experiment_option_defaults_are_the_package_defaults():
+    """The defaults --help shows come from utils.defaults, the home ExperimentConfig and Recipe read them from."""
+    from monai_modan.evaluation.experiment import ExperimentConfig
+    from monai_modan.evaluation.finetune import Recipe
+    from monai_modan.evaluation.stats import EvalMode
+
+    shown = {a.dest: a.default for a in _experiment_parser()._actions}
+    config = ExperimentConfig(tasks={"t": "t.json"}, inits={"scratch": None}, out_dir=".")
+    assert (shown["repeats"], shown["folds"], shown["workers"]) == (config.repeats, config.folds, config.workers)
+    assert tuple(shown["modes"]) == config.modes == tuple(EvalMode(m).value for m in shown["modes"])
+    assert (shown["epochs"], shown["image_size"]) == (Recipe().epochs, Recipe().image_size)
+    text = _experiment_parser().format_help()
+    assert "(default: fine_tuning linear_probing)" in text and text.count("(default:") >= 8
+
+
+def test_old_mode_spelling_works_with_one_warning_line(tmp_path, monkeypatch, capsys):
+    from monai_modan.evaluation import configure, experiment
+
+    seen = []
+    real = configure.configure_experiment
+    monkeypatch.setattr(configure, "configure_experiment", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    monkeypatch.setattr(experiment, "run_experiment", lambda config, progress=True: {"report.md": "r.md"})
+    assert main(["experiment", "--out", str(tmp_path), "--task", "breast_us", "--image-size", "32",
+                 "--synthetic-images", "24", "--scratch-only", "--quiet", "--modes", "linear_probe"]) == 0
+    assert seen[-1].modes == ("linear_probing",)
+    warned = [line for line in capsys.readouterr().err.splitlines() if "linear_probe" in line]
+    assert warned == ["warning: mode 'linear_probe' is deprecated and will be removed in the next release; write "
+                      "'linear_probing'"]
+
+
+def test_experiment_resumes_with_absolute_or_relative_out(tmp_path, monkeypatch, capsys):
+    """`--out out` then `--out $PWD/out`: the second run trains nothing (settings compared by meaning)."""
+    from monai_modan.evaluation import experiment
+
+    calls = []
+    real = experiment.train_fold
+    monkeypatch.setattr(experiment, "train_fold", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    monkeypatch.chdir(tmp_path)
+    args = ["experiment", "--task", "acl_mrnet", "--synthetic-images", "40", "--image-size", "32", "--scratch-only",
+            "--modes", "linear_probing", "--repeats", "1", "--folds", "3", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", "out"]) == 0 and len(calls) == 3
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert len(calls) == 3  # nothing trained again

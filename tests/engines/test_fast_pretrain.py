@@ -22,7 +22,7 @@ from monai_modan.engines.pretrain import (
     build_pretraining_loss,
     build_pretraining_model,
 )
-from monai_modan.losses import MulSupConLoss, NTXentLoss
+from monai_modan.losses import HybridContrastiveLoss, MulSupConLoss, NTXentLoss
 from monai_modan.transforms import BatchedTwoViewAugment
 
 N, SOURCE, SIZE, BATCH, CLASSES = 12, 40, 32, 6, 4
@@ -78,12 +78,12 @@ def assert_same_weights(a: nn.Module, b: nn.Module, atol: float = 0.0) -> None:
         torch.testing.assert_close(x, y, atol=atol, rtol=0 if atol == 0 else 1e-5, msg=name)
 
 
-@pytest.mark.parametrize("method", ["mulsupcon", "simclr", "supervised"])
+@pytest.mark.parametrize("method", ["mulsupcon", "simclr", "supervised", "hybrid"])
 def test_one_step_equals_monai_supervised_trainer_on_the_same_views(method):
     """Oracle: MONAI's SupervisedTrainer with the plain path's prepare_batch and loss, fed the very views the fast
-    step drew, gives the same loss and the same updated weights (the pretraining ResNet-18 for MulSupCon; a small
-    BatchNorm conv net for the other two, to keep the test fast)."""
-    if method == "mulsupcon":
+    step drew, gives the same loss and the same updated weights (the pretraining ResNet-18 for MulSupCon and the
+    hybrid, with its two heads; a small BatchNorm conv net for the other two, to keep the test fast)."""
+    if method in ("mulsupcon", "hybrid"):
         fast, reference = trainer(resnet(method), method), resnet(method)
     else:
         torch.manual_seed(0)
@@ -112,21 +112,24 @@ def test_sync_free_loss_is_the_project_loss():
     features = torch.randn(10, 2, 8, generator=g)
     labels = (torch.rand(10, 6, generator=g) < 0.4).float()
     flat = features.reshape(20, 8)
-    for loss in (MulSupConLoss(threshold=0.3), NTXentLoss(temperature=0.2)):
+    for loss in (MulSupConLoss(threshold=0.3), NTXentLoss(temperature=0.2), HybridContrastiveLoss(instance_weight=0.5)):
         ours = SyncFreeContrastiveLoss(ViewLoss(loss, 2))
         torch.testing.assert_close(ours(flat, labels), loss(features, labels))
         assert set(ours.last_diagnostics) == set(loss.last_diagnostics)
-    with pytest.raises(TypeError, match="MulSupConLoss or NTXentLoss"):
+    # the copy runs without value checks; the loss given keeps its own (the hybrid's terms are not shared)
+    assert not ours.loss.check_values and loss.check_values and loss.metadata_loss.check_values
+    with pytest.raises(TypeError, match="MulSupConLoss, NTXentLoss or HybridContrastiveLoss"):
         SyncFreeContrastiveLoss(nn.CrossEntropyLoss())
     with pytest.raises(ValueError, match="labels"):
         SyncFreeContrastiveLoss(MulSupConLoss())(flat, None)
 
 
-@pytest.mark.parametrize("method", ["mulsupcon", "simclr", "supervised"])
+@pytest.mark.parametrize("method", ["mulsupcon", "simclr", "supervised", "hybrid"])
 def test_a_step_never_reads_a_device_value_back(monkeypatch, method):
     """Every Python-level way of reading a tensor back to the host raises inside the step; the guard itself is
     shown to work on the plain MulSupConLoss, whose value checks do read back."""
-    fast = trainer(TinyNet(CLASSES if method == "supervised" else 16), method, scheduler=True)
+    model = resnet(method) if method == "hybrid" else TinyNet(CLASSES if method == "supervised" else 16)
+    fast = trainer(model, method, scheduler=True)
 
     def host_sync(*args, **kwargs):
         raise AssertionError("host sync inside the step")

@@ -4,7 +4,8 @@ Design under test (see ``monai_modan.utils.distributed``): every rank computes t
 from the gathered features, so its loss equals the single-process loss; the gather's backward sums the gradients of
 all ranks, so the local feature gradient is ``world_size ×`` the single-process gradient of the local rows, and
 DDP's averaging (``÷ world_size``) restores exactly the single-process gradient -- checked on leaf features and on
-the parameters of a DDP-wrapped model.
+the parameters of a DDP-wrapped model. The hybrid gathers in each of its two terms: checked on shared features and
+on separate metadata / instance features (two heads), whose diagnostics hold each term's value.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from monai_modan.utils import device, distributed
-from monai_modan.losses import MulSupConLoss, NTXentLoss
+from monai_modan.losses import HybridContrastiveLoss, MulSupConLoss, NTXentLoss
 
 WORLD = 2
 DEADLINE_S = 120.0  # a hang guard only; the workers need a few seconds
@@ -30,14 +32,39 @@ LABELS = torch.tensor(
      [0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [1, 0, 0, 0, 1]]
 )  # fmt: skip
 
+
+class HybridLoss(torch.nn.Module):
+    """The hybrid with both terms gathering (or not): on the whole feature vector, or (``separate``) MulSupCon on
+    the first half of the features and NT-Xent on the second, as two projection heads would give them."""
+
+    def __init__(self, instance_weight: float = 1.0, separate: bool = False, gather_distributed: bool = True):
+        super().__init__()
+        self.separate = separate
+        self.loss = HybridContrastiveLoss(instance_weight,
+                                          metadata_loss=MulSupConLoss(gather_distributed=gather_distributed),
+                                          instance_loss=NTXentLoss(gather_distributed=gather_distributed))
+
+    @property
+    def last_diagnostics(self) -> dict:
+        return self.loss.last_diagnostics
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not self.separate:
+            return self.loss(features, labels)
+        half = features.shape[-1] // 2
+        return self.loss(features[..., :half], labels, features[..., half:])
+
+
 # name -> (loss class, its arguments, views, rows held by rank 0 and rank 1)
 SCENARIOS = {
     "mulsupcon": (MulSupConLoss, {"temperature": 0.07, "threshold": 0.3}, 2, (4, 4)),
     "mulsupcon_uneven_v3": (MulSupConLoss, {"temperature": 0.1, "threshold": 1 / 3}, 3, (5, 3)),
     "ntxent": (NTXentLoss, {"temperature": 0.1}, 2, (4, 4)),
     "ntxent_uneven": (NTXentLoss, {"temperature": 0.5}, 2, (3, 5)),
+    "hybrid": (HybridLoss, {"instance_weight": 0.5}, 2, (4, 4)),
+    "hybrid_separate_uneven": (HybridLoss, {"instance_weight": 2.0, "separate": True}, 2, (5, 3)),
 }
-DDP_LOSSES = {"mulsupcon": MulSupConLoss, "ntxent": NTXentLoss}
+DDP_LOSSES = {"mulsupcon": MulSupConLoss, "ntxent": NTXentLoss, "hybrid_separate": partial(HybridLoss, separate=True)}
 
 
 def global_features(views: int, dim: int = 16) -> torch.Tensor:

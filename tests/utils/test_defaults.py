@@ -25,3 +25,17 @@ def test_every_image_size_default_is_the_shared_one():
     # the pretrain bundle states its values (MONAI model-zoo style); they must be the package's
     train = json.loads((REPO / "bundles" / "modan_pretrain" / "configs" / "train.json").read_text())
     assert train["image_size"] == IMAGE_SIZE
+
+
+def test_protocol_defaults_are_the_shared_ones():
+    """ExperimentConfig and Recipe read the protocol's defaults from utils.defaults (where the CLI reads them without
+    importing torch); the modes there are values of the one EvalMode enum."""
+    from monai_modan.evaluation.experiment import ExperimentConfig
+    from monai_modan.evaluation.stats import EvalMode
+    from monai_modan.utils.defaults import CV_FOLDS, CV_REPEATS, EVAL_MODES, EXPERIMENT_WORKERS, FINETUNE_EPOCHS
+
+    config = ExperimentConfig(tasks={"t": "t.json"}, inits={"scratch": None}, out_dir=".")
+    assert (config.repeats, config.folds, config.workers, config.modes) == (CV_REPEATS, CV_FOLDS, EXPERIMENT_WORKERS,
+                                                                            EVAL_MODES)
+    assert Recipe().epochs == FINETUNE_EPOCHS
+    assert [EvalMode(m) for m in EVAL_MODES] == [EvalMode.FINE_TUNING, EvalMode.LINEAR_PROBING]

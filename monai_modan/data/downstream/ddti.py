@@ -12,7 +12,10 @@ classification work). A bare ``4`` (no sub-category) means one of 4a..4c: it is 
 same side of the cut, else excluded. ``group`` = case, so all images of a case (one patient / nodule) stay together.
 
 Also the 5-fold CSV release (:func:`convert_ddti_csv`): CSVs ``img_dir,label`` (``images/22_1.jpg,benign``), one or
-many (e.g. every ``fold_k/{train,test}.csv``); the case is parsed from the file name (``22_1.jpg`` -> ``22``).
+many (e.g. every ``fold_k/{train,test}.csv``); the case is parsed from the file name (``22_1.jpg`` -> ``22``). When
+the release has its folds (``fold_<k>/test.csv`` files), each image keeps the fold whose ``test.csv`` lists it, as
+its ``fold`` (``0..k-1`` in the order of ``k``), and the protocol uses these published folds instead of drawing its
+own (``keep_folds=False``: merge and draw, as before).
 """
 
 from __future__ import annotations
@@ -24,15 +27,32 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .generic import LabelMapper, _csv_files, _drop_row_info, _finish, _natural_key, merge_csv_items, read_csv_items
+from .generic import (
+    FOLD_DIR,
+    LabelMapper,
+    _csv_files,
+    _drop_row_info,
+    _finish,
+    _natural_key,
+    merge_csv_items,
+    read_csv_items,
+)
 from .task import DownstreamError, TaskDatalist
 
-__all__ = ["TIRADS_CATEGORIES", "tirads_label", "convert_ddti", "convert_ddti_csv", "ddti_case"]
+__all__ = ["TIRADS_CATEGORIES", "tirads_label", "convert_ddti", "convert_ddti_csv", "ddti_case", "published_fold"]
 
 TIRADS_CATEGORIES = ("1", "2", "3", "4a", "4b", "4c", "5")  # ordered by risk
 _BARE_FOUR = ("4a", "4b", "4c")
 _IMAGE = re.compile(r"^(\d+)_(\d+)\.jpe?g$", re.IGNORECASE)
 _CASE = re.compile(r"^(\d+)_\d+")
+
+
+def published_fold(csv_file: str | Path) -> tuple[int, str] | None:
+    """``(k, part)`` of a CSV of a fold release, ``fold_<k>/<part>.csv`` (``part`` lower-case, e.g. ``"test"``), or
+    ``None`` for a CSV outside a ``fold_<k>`` folder."""
+    path = Path(csv_file)
+    m = FOLD_DIR.match(path.parent.name)
+    return (int(m.group(1)), path.stem.lower()) if m else None
 
 
 def _normalise_tirads(value: str | int) -> str:
@@ -143,7 +163,7 @@ def convert_ddti(root: str | Path, out: str | Path, *, malignant_from: str = "4a
 
 def convert_ddti_csv(source: str | Path | Sequence[str | Path], out: str | Path, *,
                      image_root: str | Path | None = None, positive: str = "malignant", negative: str = "benign",
-                     task: str = "thyroid_us") -> TaskDatalist:
+                     task: str = "thyroid_us", keep_folds: bool = True) -> TaskDatalist:
     """The 5-fold CSV release (``img_dir,label`` rows like ``images/22_1.jpg,benign``) -> task datalist.
 
     Args:
@@ -152,8 +172,16 @@ def convert_ddti_csv(source: str | Path | Sequence[str | Path], out: str | Path,
         image_root: the folder image paths are relative to; default: each CSV's folder, then its parent (so both
             ``root/train.csv`` and ``root/fold_1/train.csv`` find ``root/images/``).
         positive, negative: the label names (rows with other names are excluded).
+        keep_folds: when the CSVs include ``fold_<k>/test.csv`` files, give each image the fold whose ``test.csv``
+            lists it (``fold`` = position of ``k`` among the release's fold numbers), so that the protocol uses the
+            published folds. ``False``: merge the CSVs and let the protocol draw its own folds.
 
     ``group`` = case parsed from the file name (``22_1.jpg`` -> ``22``).
+
+    Raises:
+        DownstreamError: besides the CSV errors, with published folds: an image in two folds' ``test.csv`` or in
+            the ``train.csv`` of its own test fold, an image in no fold's ``test.csv``, or a case whose images lie
+            in two test folds (the message names the images and files).
     """
     files = _csv_files(source)
     mapper = LabelMapper(positive, negative)
@@ -163,10 +191,60 @@ def convert_ddti_csv(source: str | Path | Sequence[str | Path], out: str | Path,
         items, ex = read_csv_items(f, label_of=mapper, group_of=ddti_case, image_root=roots)
         lists.append(items)
         excluded += ex
+    tests = {f: fold[0] for f in files if (fold := published_fold(f)) is not None and fold[1] == "test"}
+    folds_note = None
+    if keep_folds and tests:
+        merge_csv_items(lists)  # a conflicting label is named first, as without folds
+        folds_note = _assign_published_folds(files, lists, tests)
     items, repeats = merge_csv_items(lists)
     notes = [f"DDTI CSV release: {len(files)} CSV file(s) ({', '.join(str(f) for f in files[:6])}"
              f"{' ...' if len(files) > 6 else ''}); {repeats} repeated row(s) merged",
              mapper.note(), "group = case parsed from the file name (<case>_<k>.jpg): images of a case stay together"]
+    if folds_note:
+        notes.append(folds_note)
+    elif tests:
+        notes.append("keep_folds=false: the release's folds were merged; the protocol draws its own")
     return _finish(_drop_row_info(items), out, task=task, positive=positive, notes=notes, excluded=excluded,
                    source="ddti_csv", root=str(files[0].parent.absolute()),
-                   options={"positive": positive, "negative": negative})
+                   options={"positive": positive, "negative": negative, "keep_folds": keep_folds})
+
+
+def _assign_published_folds(files: Sequence[Path], lists: Sequence[list[dict]], tests: dict[Path, int]) -> str:
+    """Set ``fold`` on every item of ``lists`` (one list per CSV of ``files``) from the ``fold_<k>/test.csv`` that
+    lists its image; returns the note. Raises :class:`DownstreamError` when the test files do not partition the
+    images (or a case straddles two folds)."""
+    numbers = sorted(set(tests.values()))
+    index = {k: i for i, k in enumerate(numbers)}
+    fold_of: dict[str, tuple[int, str]] = {}
+    for f, items in zip(files, lists):
+        if f not in tests:
+            continue
+        for it in items:
+            seen = fold_of.get(it["image"])
+            if seen is not None and seen[0] != tests[f]:
+                raise DownstreamError(f"{it['image']} is in the test.csv of two folds ({seen[1]} and {it['csv_row']}): "
+                                      "published folds must not share an image; pass keep_folds=false to draw new "
+                                      "folds")
+            fold_of.setdefault(it["image"], (tests[f], it["csv_row"]))
+    for f, items in zip(files, lists):
+        own = published_fold(f)
+        for it in items:
+            if it["image"] not in fold_of:
+                raise DownstreamError(f"{it['image']} ({it['csv_row']}) is in no fold's test.csv: the release's "
+                                      f"folds ({', '.join(f'fold_{k}' for k in numbers)}) do not cover it; pass "
+                                      "keep_folds=false to draw new folds")
+            k, where = fold_of[it["image"]]
+            if own is not None and own[0] == k and own[1] != "test":
+                raise DownstreamError(f"{it['image']} is in fold_{k}'s test part ({where}) and in its {own[1]} part "
+                                      f"({it['csv_row']}): the published fold leaks; pass keep_folds=false")
+            it["fold"] = index[k]
+    case_fold: dict[str, tuple[int, str]] = {}
+    for items in lists:
+        for it in items:
+            first = case_fold.setdefault(it["group"], (it["fold"], it["image"]))
+            if first[0] != it["fold"]:
+                raise DownstreamError(f"case {it['group']}: {first[1]} is in published fold {numbers[first[0]]} but "
+                                      f"{it['image']} in fold {numbers[it['fold']]}: a case must lie in one fold; pass "
+                                      "keep_folds=false to draw grouped folds")
+    return (f"published folds kept: {', '.join(f'fold_{k}' for k in numbers)} (the test.csv of each) are folds "
+            f"0..{len(numbers) - 1} of the items ('fold'); the protocol uses them instead of drawing its own")

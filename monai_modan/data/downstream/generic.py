@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ...utils.defaults import TASK_SPLITS
 from ...utils.io import utf8_problem
 from ..medmnist import medmnist_reference
 from ..readers import IMAGE_SUFFIXES
@@ -38,6 +39,8 @@ __all__ = [
     "IMAGE_COLUMNS",
     "LABEL_COLUMNS",
     "GROUP_COLUMNS",
+    "FOLD_COLUMNS",
+    "FOLD_DIR",
     "IMAGE_SUFFIXES",
     "MASK_PATTERN",
     "MEDMNIST_POSITIVE",
@@ -53,6 +56,8 @@ __all__ = [
 IMAGE_COLUMNS = ("image", "path", "filename", "file", "img_dir", "img", "image_path", "filepath")
 LABEL_COLUMNS = ("label", "acl_label", "class", "target", "diagnosis", "y")
 GROUP_COLUMNS = ("group", "case", "case_id", "patient", "patient_id", "exam", "exam_id", "subject")
+FOLD_COLUMNS = ("fold",)  # the data set's own test fold of each row (0..k-1), kept as the item's "fold"
+FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$", re.IGNORECASE)  # a folder of a published fold: fold_1, fold-2, Fold3
 # IMAGE_SUFFIXES (re-exported): every suffix the image reader reads, from readers.py, the one list -- DICOM, Pillow,
 # NIfTI, NRRD/MetaImage (.nrrd/.nhdr, .mha/.mhd; a .mhd's .raw pixel file is not an image), NumPy
 MASK_PATTERN = re.compile(r"_mask(?:_\d+)?$", re.IGNORECASE)  # BUSI-style segmentation masks: x_mask.png, x_mask_1.png
@@ -140,8 +145,9 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
                    image_column: str | None = None, label_column: str | None = None,
                    group_column: str | None = None, group_of: Callable[[str], str] | None = None,
                    image_root: str | Path | Sequence[str | Path] | None = None,
+                   fold_column: str | None = None, split_column: str | None = None,
                    ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Read a CSV with a header into items ``{"image", "label", "group", "csv_row"}``.
+    """Read a CSV with a header into items ``{"image", "label", "group", "csv_row"[, "fold"][, "split"]}``.
 
     Args:
         label_of: ``(cell, where) -> 0 | 1 | None``; ``None`` excludes the row (reason given).
@@ -149,13 +155,17 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
             :data:`LABEL_COLUMNS` and :data:`GROUP_COLUMNS` present (case-insensitive; the group is optional).
         group_of: ``image path -> group`` when the CSV has no group column; default: the image path.
         image_root: folder(s) relative image paths are looked up in, first hit wins; default the CSV's folder.
+        fold_column: the column of the data set's own test fold of each row (an integer >= 0; the protocol then
+            uses these folds instead of drawing its own); default the first of :data:`FOLD_COLUMNS` present, if any.
+        split_column: the column marking the data set's validation part (``train`` / ``val``); only when named.
 
     Returns:
         ``(items, excluded)``.
 
     Raises:
         DownstreamError: unreadable or empty CSV, a missing column, a row whose image does not exist (the message
-            names the CSV, the line and the file), or a non-binary label without ``positive``.
+            names the CSV, the line and the file), a non-binary label without ``positive``, or a fold that is not an
+            integer >= 0 / a split other than ``train``/``val`` (names the line).
     """
     csv_path = Path(csv_path)
     if image_root is None:
@@ -179,6 +189,8 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
             image_col = _pick_column(fieldnames, image_column, IMAGE_COLUMNS, "image", csv_path)
             label_col = _pick_column(fieldnames, label_column, LABEL_COLUMNS, "label", csv_path)
             group_col = _pick_column(fieldnames, group_column, GROUP_COLUMNS, "group", csv_path, required=False)
+            fold_col = _pick_column(fieldnames, fold_column, FOLD_COLUMNS, "fold", csv_path, required=False)
+            split_col = _pick_column(fieldnames, split_column, (), "split", csv_path, required=False)
             items, excluded = [], []
             for row in reader:
                 where = f"{csv_path}: line {reader.line_num}"
@@ -199,7 +211,12 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
                 group = (row.get(group_col) or "").strip() if group_col else ""
                 if not group:
                     group = group_of(image) if group_of else image
-                items.append({"image": image, "label": label, "group": group, "csv_row": where})
+                item = {"image": image, "label": label, "group": group, "csv_row": where}
+                if fold_col:
+                    item.update(_fold_cell(row.get(fold_col), where))
+                if split_col:
+                    item.update(_split_cell(row.get(split_col), where))
+                items.append(item)
     except OSError as e:
         raise DownstreamError(f"cannot read CSV {csv_path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -210,10 +227,30 @@ def read_csv_items(csv_path: str | Path, *, label_of: Callable[[Any, str], int |
     return items, excluded
 
 
+def _fold_cell(cell: str | None, where: str) -> dict[str, int]:
+    """``{"fold": f}`` of a fold cell (an empty cell: ``{}``, which the loader then names as a missing fold)."""
+    text = (cell or "").strip()
+    if not text:
+        return {}
+    if not text.isdigit():
+        raise DownstreamError(f"{where}: fold {text!r} is not an integer >= 0 (the row's test fold, 0..k-1)")
+    return {"fold": int(text)}
+
+
+def _split_cell(cell: str | None, where: str) -> dict[str, str]:
+    text = (cell or "").strip().lower()
+    if not text:
+        return {}
+    if text not in TASK_SPLITS:
+        raise DownstreamError(f"{where}: split {text!r} is not one of {list(TASK_SPLITS)}")
+    return {"split": text}
+
+
 def merge_csv_items(item_lists: Iterable[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], int]:
     """Merge items of several CSVs (e.g. train/test of every fold): one item per image.
 
-    Returns ``(items, repeats dropped)``. Raises :class:`DownstreamError` when an image appears with two labels.
+    Returns ``(items, repeats dropped)``. Raises :class:`DownstreamError` when an image appears with two labels (or
+    two folds or splits).
     """
     merged: dict[str, dict[str, Any]] = {}
     repeats = 0
@@ -224,9 +261,10 @@ def merge_csv_items(item_lists: Iterable[list[dict[str, Any]]]) -> tuple[list[di
                 merged[it["image"]] = it
                 continue
             repeats += 1
-            if first["label"] != it["label"]:
-                raise DownstreamError(f"{it['image']} has label {first['label']} at {first['csv_row']} but label "
-                                      f"{it['label']} at {it['csv_row']}")
+            for key in ("label", "fold", "split"):
+                if first.get(key) != it.get(key):
+                    raise DownstreamError(f"{it['image']} has {key} {first.get(key)} at {first['csv_row']} but {key} "
+                                          f"{it.get(key)} at {it['csv_row']}")
     return list(merged.values()), repeats
 
 
@@ -253,8 +291,9 @@ def convert_csv(source: str | Path | Sequence[str | Path], out: str | Path, *,
                 positive: str | Sequence[str] | None = None, negative: str | Sequence[str] | None = None,
                 task: str | None = None, positive_name: str | None = None, image_column: str | None = None,
                 label_column: str | None = None, group_column: str | None = None,
-                image_root: str | Path | Sequence[str | Path] | None = None) -> TaskDatalist:
-    """A CSV (or several, or a folder of them) with a header ``path,label[,group]`` -> task datalist.
+                image_root: str | Path | Sequence[str | Path] | None = None, fold_column: str | None = None,
+                split_column: str | None = None) -> TaskDatalist:
+    """A CSV (or several, or a folder of them) with a header ``path,label[,group][,fold]`` -> task datalist.
 
     Args:
         source: one CSV, several, or a folder (its ``*.csv``, recursively). Several CSVs are merged; an image
@@ -266,13 +305,17 @@ def convert_csv(source: str | Path | Sequence[str | Path], out: str | Path, *,
             joined with ``+``, or ``"positive"``).
         image_column, label_column, group_column, image_root: see :func:`read_csv_items`. Without a group column
             every image is its own group.
+        fold_column, split_column: the data set's own folds (a ``fold`` column is found by default) and validation
+            part (only when named), kept as the items' ``fold`` / ``split``: the protocol then uses them instead of
+            drawing its own (see :func:`read_csv_items`).
     """
     files = _csv_files(source)
     mapper = LabelMapper(positive, negative)
     lists, excluded = [], []
     for f in files:
         items, ex = read_csv_items(f, label_of=mapper, image_column=image_column, label_column=label_column,
-                                   group_column=group_column, image_root=image_root)
+                                   group_column=group_column, image_root=image_root, fold_column=fold_column,
+                                   split_column=split_column)
         lists.append(items)
         excluded += ex
     items, repeats = merge_csv_items(lists)
@@ -282,15 +325,22 @@ def convert_csv(source: str | Path | Sequence[str | Path], out: str | Path, *,
         notes.append(f"{repeats} repeated row(s) of the same image with the same label merged")
     if not any(it["group"] != it["image"] for it in items):
         notes.append("no group column: every image is its own group (images of one patient may straddle folds)")
+    if any("fold" in it for it in items):
+        notes.append(f"folds from the CSV's fold column ({len({it.get('fold') for it in items})} values): the "
+                     "protocol uses them instead of drawing its own")
+    if any("split" in it for it in items):
+        notes.append("validation part from the CSV's split column (split: val): the protocol uses it instead of "
+                     "drawing one")
     return _finish(_drop_row_info(items), out, task=task or files[0].stem, positive=name, notes=notes,
                    excluded=excluded, source="csv", root=str(files[0].parent.absolute()),
-                   options={"positive": positive, "negative": negative})
+                   options={"positive": positive, "negative": negative, "fold_column": fold_column,
+                     "split_column": split_column})
 
 
 def convert_folder(root: str | Path, out: str | Path, *, positive: str | Sequence[str],
                    negative: str | Sequence[str] | None = None, task: str | None = None,
                    duplicates: DuplicatePolicy | str = DuplicatePolicy.DROP_ALL_BUT_FIRST,
-                   exclude_masks: bool = True) -> TaskDatalist:
+                   exclude_masks: bool = True, folds_from_dirs: bool = False) -> TaskDatalist:
     """Folder per class (``root/<class>/**/<image>``) -> task datalist.
 
     Args:
@@ -299,6 +349,10 @@ def convert_folder(root: str | Path, out: str | Path, *, positive: str | Sequenc
         task: default ``root``'s name.
         duplicates: :class:`DuplicatePolicy` for exact (pixel-identical) duplicates.
         exclude_masks: leave out files named like segmentation masks (``*_mask.png``, ``*_mask_1.png``).
+        folds_from_dirs: the data set's own folds are sub-folders of each class folder, ``root/<class>/fold_<k>/``
+            (:data:`FOLD_DIR`): each image gets ``fold`` = position of ``k`` among the fold numbers found, and the
+            protocol uses these folds instead of drawing its own. An image outside every ``fold_<k>`` folder is an
+            error naming it.
 
     Images: files with a suffix in :data:`IMAGE_SUFFIXES` (hidden files skipped); every image is its own group.
     """
@@ -324,21 +378,31 @@ def convert_folder(root: str | Path, out: str | Path, *, positive: str | Sequenc
             if label is None:
                 excluded.append({"image": image, "reason": f"class {name!r} is neither positive nor negative"})
             else:
-                items.append({"image": image, "label": label, "group": image, "class": name})
+                item = {"image": image, "label": label, "group": image, "class": name}
+                if folds_from_dirs:
+                    item["fold"] = _fold_dir_number(path.relative_to(root / name), image)
+                items.append(item)
             per_class[(name, label)] += 1
+    fold_note = []
+    if folds_from_dirs and items:
+        numbers = sorted({it["fold"] for it in items})
+        for it in items:
+            it["fold"] = numbers.index(it["fold"])
+        fold_note = [f"folds from the fold_<k> folders ({', '.join(f'fold_{k}' for k in numbers)} -> folds "
+                     f"0..{len(numbers) - 1}): the protocol uses them instead of drawing its own"]
     items, ex, dup_notes = _deduplicate(items, duplicates)
     excluded += ex
     mapping = ", ".join(f"{name!r} -> {'excluded' if label is None else label} ({n} images)"
                         for (name, label), n in per_class.items())
     notes = [f"folder per class: {mapping}",
-             "every image is its own group (a folder layout carries no patient ids)", *dup_notes]
+             "every image is its own group (a folder layout carries no patient ids)", *fold_note, *dup_notes]
     if masks:
         notes.append(f"{masks} mask file(s) (*_mask*.*) left out")
     positive_name = "+".join(c for c in classes if c.lower() in mapper.positive)
     return _finish(items, out, task=task or root.name, positive=positive_name, notes=notes,
                    excluded=excluded, source="folder", root=str(root.absolute()),
                    options={"positive": positive, "negative": negative, "duplicates": str(duplicates),
-                            "exclude_masks": exclude_masks})
+                            "exclude_masks": exclude_masks, "folds_from_dirs": folds_from_dirs})
 
 
 def convert_json(path: str | Path, out: str | Path, *, task: str | None = None,
@@ -417,6 +481,15 @@ def convert_medmnist(path: str | Path, out: str | Path, *, positive_labels: Iter
 
 
 # -------------------------------------------------------------------------------------------------- shared helpers
+
+
+def _fold_dir_number(relative: Path, image: str) -> int:
+    """The ``k`` of the first ``fold_<k>`` folder on an image's path below its class folder."""
+    for part in relative.parts[:-1]:
+        if m := FOLD_DIR.match(part):
+            return int(m.group(1))
+    raise DownstreamError(f"{image} lies in no fold_<k> folder below its class folder (folds_from_dirs): give every "
+                          "image a fold, or convert without folds_from_dirs")
 
 
 def _stem(path: Path) -> str:

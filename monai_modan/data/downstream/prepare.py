@@ -12,7 +12,7 @@ from typing import Any
 
 from ...utils.io import atomic_write_json
 from .convert import convert
-from .task import load_task_datalist
+from .task import TaskDatalistError, load_task_datalist
 
 __all__ = ["prepare_task"]
 
@@ -23,7 +23,8 @@ def prepare_task(task: str, out_dir: str | Path, source: str | Path, kind: str =
 
     ``source`` (MRNet / BUSI / DDTI / CSV / folder / MedMNIST ...) is converted to ``out_dir/<task>.json`` and
     reused while the request (source, kind, options -- recorded beside it in ``<task>.request.json``) is
-    unchanged; another source or other options convert again.
+    unchanged; another source or other options convert again, and so does a datalist whose images are gone (an
+    output folder moved away from the slices MRNet's conversion wrote).
 
     Raises:
         ValueError: no ``source`` given.
@@ -36,8 +37,18 @@ def prepare_task(task: str, out_dir: str | Path, source: str | Path, kind: str =
     request = {"source": str(Path(source).resolve()), "kind": str(kind), "options": options or {}}
     request_file = out_dir / f"{task}.request.json"
     previous = json.loads(request_file.read_text()) if request_file.exists() else None
-    if overwrite or not out.exists() or previous != json.loads(json.dumps(request)):
+    if overwrite or not out.exists() or previous != json.loads(json.dumps(request)) or not _usable(out):
         convert(source, kind, out, **(options or {}))
         atomic_write_json(request_file, request)
     load_task_datalist(out)  # validate now: clear errors before any training
     return str(out)
+
+
+def _usable(datalist: Path) -> bool:
+    """Whether a converted datalist still validates: one in a folder moved or copied from elsewhere may list images
+    the conversion wrote at the old place (MRNet's slices); it is converted again here (deterministic)."""
+    try:
+        load_task_datalist(datalist)
+    except TaskDatalistError:
+        return False
+    return True

@@ -15,7 +15,10 @@ Layout written by :func:`write_task_datalist`::
 
 ``group`` is what cross-validation keeps together (all slices of one exam, all images of one case); it defaults to
 the image itself. Every item lives under ``"training"``: the evaluation protocol draws its own grouped folds, so
-``monai.data.load_decathlon_datalist(path)`` reads the file as is.
+``monai.data.load_decathlon_datalist(path)`` reads the file as is -- unless the items carry the data set's own
+partition: ``"fold": f`` (the item's test fold, ``0..k-1``) and optionally ``"split": "train" | "val"`` (the data
+set's validation part), each on every item or on none, which the protocol then uses instead of drawing its own
+(:mod:`monai_modan.evaluation.folds`).
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from ...utils.defaults import TASK_SPLITS
 from ...utils.io import atomic_write_json, read_text_file
 
 __all__ = [
+    "PARTITION_KEYS",
     "TASK_FORMAT",
     "DownstreamError",
     "TaskDatalistError",
@@ -46,6 +51,7 @@ __all__ = [
 
 TASK_FORMAT = "monai-modan/task/1"
 _RESERVED = ("format", "task", "positive", "training", "notes", "excluded", "counts")
+PARTITION_KEYS = ("fold", "split")  # the data set's own partition, on every item or on none
 _TRUE = {"1", "yes", "y", "true", "t", "positive", "pos"}
 _FALSE = {"0", "no", "n", "false", "f", "negative", "neg"}
 
@@ -164,7 +170,8 @@ def validate_items(items: Iterable[Mapping[str, Any]], source: str, *, base_dir:
     Raises:
         TaskDatalistError: no items, an item that is not a mapping or lacks image/label, a non-binary label, a
             ``group`` that is not a text or integer id, an image listed twice, a missing image (names the row, its
-            image and the file), or only one class.
+            image and the file), a ``fold`` that is not an integer >= 0, a ``split`` other than ``train``/``val``,
+            ``fold`` or ``split`` on some items only (names the first item without it), or only one class.
     """
     checker = _ReferenceChecker() if check_images else None
     out: list[dict[str, Any]] = []
@@ -195,11 +202,28 @@ def validate_items(items: Iterable[Mapping[str, Any]], source: str, *, base_dir:
         group = item.get("group")
         if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int, np.integer))):
             raise TaskDatalistError(f"{where} ({image}): 'group' must be a text or integer id, got {_brief(group)}")
+        fold = item.get("fold")
+        if fold is not None and (isinstance(fold, (bool, np.bool_)) or not isinstance(fold, (int, np.integer))
+                                 or int(fold) < 0):
+            raise TaskDatalistError(f"{where} ({image}): 'fold' must be an integer >= 0 (the item's test fold, "
+                                    f"0..k-1), got {_brief(fold)}")
+        split = item.get("split")
+        if split is not None and split not in TASK_SPLITS:
+            raise TaskDatalistError(f"{where} ({image}): 'split' must be one of {list(TASK_SPLITS)}, got "
+                                    f"{_brief(split)}")
         entry = dict(item)
         entry.update(image=image, label=label, group=str(group) if group not in (None, "") else image)
+        if fold is not None:
+            entry["fold"] = int(fold)
         out.append(entry)
     if not out:
         raise TaskDatalistError(f"{source}: no items")
+    for key in PARTITION_KEYS:
+        has = [it.get(key) is not None for it in out]
+        if any(has) and not all(has):
+            first = has.index(False)
+            raise TaskDatalistError(f"{source}: item {first} ({out[first]['image']}) has no {key!r} while {sum(has)} "
+                                    f"of the {len(out)} items do: give every item a {key}, or none")
     counts = Counter(it["label"] for it in out)
     if len(counts) < 2:
         (label, n), = counts.items()
