@@ -14,7 +14,7 @@ mkdir -p "$WORK/pretrain_npz"
 for f in pneumoniamnist retinamnist adrenalmnist3d vesselmnist3d; do ln -sf "$(realpath "$SHARED/$f.npz")" "$WORK/pretrain_npz/"; done
 [ -f "$WORK/medmnist.json" ] || python -m monai_modan index "$WORK/pretrain_npz" --out "$WORK/medmnist.json"
 
-# 2. the three pretrainings, same budget: 32 px (SparK needs a multiple of its 16 px patch), batch 64, $EPOCHS epochs
+# 2. the four pretrainings, same budget: 32 px (SparK needs a multiple of its 16 px patch), batch 64, $EPOCHS epochs
 pretrain() {  # METHOD OVERLAY [extra overrides...]
   local method=$1 overlay=$2; shift 2
   local out="$WORK/runs/$method"
@@ -33,10 +33,12 @@ pretrain() {  # METHOD OVERLAY [extra overrides...]
 # SparK: the paper's base lr 2e-4 x B/256 (5e-5 at batch 64) belongs to a 1,600-epoch schedule; for a 5-epoch budget we
 # use 10x (base_lr 2e-3, lr 5e-4), set before the comparison and not tuned on BreastMNIST
 ( export OMP_NUM_THREADS=1
-  pretrain spark "['$B/configs/train.json','$B/configs/spark.json']" --base_lr 0.002 ) &
+  pretrain spark "['$B/configs/train.json','$B/configs/spark.json']" --base_lr 0.002
+  pretrain hybrid "['$B/configs/train.json','$B/configs/hybrid.json']" ) &
 wait
 
-# 3. the protocol: 4 inits x {fine-tuning, linear probing} x fractions {0.1, 0.25, 1.0} x REPEATS (1 fitted a 2 h CPU run on a shared 2-core machine) x 5 folds
+# 3. the protocol: 5 inits x {fine-tuning, linear probing, frozen-feature logistic regression} x fractions
+#    {0.1, 0.25, 1.0} x REPEATS (2 fitted the session's CPU time on a shared 2-core machine) x 5 folds
 python -m monai_modan experiment --task breastmnist="$SHARED/breastmnist.npz" --image-size 32 \
-  --pretrain-runs "$WORK/runs" --label-fractions 0.1 0.25 1.0 --repeats "${REPEATS:-1}" --workers 2 \
+  --pretrain-runs "$WORK/runs" --label-fractions 0.1 0.25 1.0 --repeats "${REPEATS:-2}" --logistic --workers 2 \
   --umap-datalist "$WORK/medmnist.json" --out "$WORK/breastmnist_fractions"
