@@ -166,6 +166,7 @@ def _identifiers(path: Path) -> set[str]:
 
 
 _HEX = re.compile(r"[0-9a-f]{16,64}")
+_LINK_NAME = re.compile(r"/[0-9a-f]{16,64}(?=\.dcm$|$)")
 _DIGEST = re.compile(r"(s\d+|w):[0-9a-f]{16,64}")
 
 
@@ -206,7 +207,10 @@ def test_no_identifying_value_in_result_or_cache(dicom_dir, space, real_index):
         leaks = [(i, s) for i in ids for s in own if i.lower() in s.lower()]
         assert leaks == [], rel
     assert len(all_ids) > 30
-    leaks = [(i, s) for i in all_ids for s in everything + cached_text if i in s]
+    # a pseudonymous link's name is a random-looking hex digest, where a short numeric ID turns up by chance (as in
+    # the digests above): the name is checked to be one and left out of the search
+    searched = [_LINK_NAME.sub("/<link>", s) for s in everything + cached_text]
+    leaks = [(i, s) for i in all_ids for s in searched if i in s]
     assert leaks == []
 
 
