@@ -72,7 +72,7 @@ from ..utils.defaults import (
     AUDIT_MIN_CORRELATION,
     AUDIT_MIN_SIZE,
 )
-from ..utils.io import atomic_path, atomic_write_json, atomic_write_text, read_text_file
+from ..utils.io import atomic_path, atomic_write_json, atomic_write_text, hash_file, read_text_file
 from .datalist import DatalistError, load_datalist
 from .downstream.task import TASK_FORMAT, load_task_datalist, write_task_datalist
 from .readers import READER_VERSION, ImageLoadError, load_grayscale
@@ -219,9 +219,7 @@ def content_key(reference: str, arrays: dict[tuple[str, str], np.ndarray] | None
     if data_file is not None and data_file.is_file():
         paths.append(data_file)
     for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(path, digest)
     return digest.digest()
 
 

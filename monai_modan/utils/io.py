@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 __all__ = ["OutputError", "atomic_path", "atomic_write_text", "atomic_write_json", "check_writable", "file_sha256",
-           "read_yaml_file", "remove_temporaries", "read_text_file", "parse_yaml_text", "utf8_problem"]
+           "hash_file", "read_yaml_file", "remove_temporaries", "read_text_file", "parse_yaml_text", "utf8_problem"]
 
 
 class OutputError(OSError):
@@ -116,13 +116,17 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
     return Path(path)
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+def hash_file(path: str | Path, digest: Any) -> Any:
+    """Feed a file's bytes to a ``hashlib`` object in 1 MiB blocks; returns ``digest``."""
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    return hash_file(path, hashlib.sha256()).hexdigest()
 
 
 def _utf8_problem_in(blocks: Any) -> str | None:
