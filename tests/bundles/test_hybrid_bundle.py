@@ -35,13 +35,6 @@ def _run(out: Path, *overlays: str, **overrides) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from monai_modan.synthetic import default_pretraining_datalist
-
-    return default_pretraining_datalist(tmp_path_factory.mktemp("corpus"), images_per_class=4, image_size=32)
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory, corpus):
     """A runs folder in the pretrain bundle's layout, holding one hybrid run of 1 epoch (λ = 0.5 given)."""
     root = tmp_path_factory.mktemp("runs")

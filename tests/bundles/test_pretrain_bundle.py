@@ -45,15 +45,6 @@ def _assert_fails(match: str, *args, **kwargs) -> str:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """One synthetic corpus + datalist shared by the tests (generated through the bundle's own default path)."""
-    from monai_modan.synthetic import default_pretraining_datalist
-
-    root = tmp_path_factory.mktemp("corpus")
-    return default_pretraining_datalist(root, images_per_class=4, image_size=32)
-
-
-@pytest.fixture(scope="module")
 def two_epoch_run(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("mulsupcon")
     _run(out, epochs=2, datalist=corpus)

@@ -33,13 +33,6 @@ def _run(out: Path, *overlays: str, **overrides) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from monai_modan.synthetic import default_pretraining_datalist
-
-    return default_pretraining_datalist(tmp_path_factory.mktemp("corpus"), images_per_class=4, image_size=32)
-
-
-@pytest.fixture(scope="module")
 def spark_run(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("spark")
     _run(out, epochs=2, datalist=corpus)
